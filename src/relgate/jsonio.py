@@ -1,0 +1,206 @@
+"""Strict JSON reading and deterministic, atomic JSON writing.
+
+Every record relgate reads may come from someone else (a pull request, a
+remote, a hand-edited file), so reading refuses anything ambiguous: duplicate
+keys, NaN/Infinity (and numbers that overflow to infinity), non-UTF-8 bytes,
+files above a size cap, nesting above a depth cap and integers too long to
+convert. Writing produces the same bytes for the same data (sorted keys,
+shortest round-trip floats, two-space indent, trailing newline) and goes
+through a temp file + fsync + rename so a crash never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relgate.errors import InputError, JSONFormatError
+
+MAX_JSON_BYTES = 32 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def read_json(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = MAX_JSON_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> Any:
+    """Read one JSON document from *path* under the strict rules."""
+    data = read_capped(path, max_bytes=max_bytes, what="JSON file")
+    return loads_strict(data, source=str(path), max_depth=max_depth)
+
+
+def read_capped(path: str | os.PathLike[str], *, max_bytes: int, what: str) -> bytes:
+    """Read at most *max_bytes* from a regular file, refusing anything larger.
+
+    The file is opened non-blocking and checked with fstat before any read, so
+    a FIFO or a device given in place of a file is refused instead of hanging.
+    """
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file", hint="check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a directory", hint=f"point at a {what}") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot open ({exc.strerror})", hint="check permissions") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{p}: not a regular file", hint=f"point at a {what}")
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read ({exc.strerror})", hint="check the file") from None
+    if len(data) > max_bytes:
+        raise JSONFormatError(
+            f"{p}: larger than the {max_bytes} byte limit for a {what}",
+            hint="relgate records are small; this is not one",
+        )
+    return data
+
+
+def loads_strict(data: bytes, *, source: str = "<json>", max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse *data* (bytes) as strict JSON; see the module docstring for the rules."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JSONFormatError(
+            f"{source}: not valid UTF-8 (byte {exc.start})", hint="save the file as UTF-8"
+        ) from None
+    depth = _nesting_depth(data)
+    if depth > max_depth:
+        raise JSONFormatError(
+            f"{source}: nesting depth {depth} exceeds the limit of {max_depth}",
+            hint="flatten the document",
+        )
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+    except JSONFormatError as exc:
+        raise JSONFormatError(f"{source}: {exc.message}", hint=exc.hint) from None
+    except json.JSONDecodeError as exc:
+        raise JSONFormatError(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            hint="fix the syntax",
+        ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. integers beyond int_max_str_digits
+        raise JSONFormatError(f"{source}: unreadable JSON: {exc}", hint="fix the value") from None
+
+
+def _nesting_depth(data: bytes) -> int:
+    """Maximum bracket depth outside strings, computed without recursion."""
+    stripped = _STRING.sub(b"", data)
+    arr = np.frombuffer(stripped, dtype=np.uint8)
+    if arr.size == 0:
+        return 0
+    step = np.zeros(arr.shape, dtype=np.int64)
+    step[(arr == ord("[")) | (arr == ord("{"))] = 1
+    step[(arr == ord("]")) | (arr == ord("}"))] = -1
+    return int(np.cumsum(step).max(initial=0))
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise JSONFormatError(f"duplicate key {key!r}", hint="each key may appear once per object")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise JSONFormatError(f"{name} is not allowed", hint="write null for an undefined number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JSONFormatError(f"number {text[:40]} overflows to infinity", hint="use a finite number")
+    return value
+
+
+def dumps(obj: Any) -> bytes:
+    """Deterministic bytes for *obj*: sorted keys, 2-space indent, trailing newline.
+
+    Floats use Python's shortest round-trip repr (exact and stable across
+    platforms), -0.0 is written as 0.0, and NaN/Infinity are refused rather
+    than written as non-standard tokens.
+    """
+    try:
+        text = json.dumps(
+            _normalise(obj), sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as exc:
+        raise JSONFormatError(f"cannot write JSON: {exc}", hint="replace NaN/inf with null") from None
+    return (text + "\n").encode("utf-8")
+
+
+def _normalise(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _normalise(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_normalise(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return 0.0 if value == 0.0 else value
+    return obj
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write *obj* as deterministic JSON, atomically."""
+    atomic_write_bytes(path, dumps(obj))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
+    """Write bytes to *path* via a temp file in the same folder, fsync, rename.
+
+    Readers see either the old file or the complete new one, never a prefix.
+    """
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in [data] if isinstance(data, bytes) else data:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """fsync a directory so a rename inside it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

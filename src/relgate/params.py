@@ -1,0 +1,367 @@
+"""The one typed loader of params.yaml.
+
+Safe YAML only, with the YAML 1.1 traps closed: an unquoted yes/no/on/off is
+refused (YAML 1.1 reads ``no`` as false), floats follow YAML 1.2 so ``1e-3``
+is a number rather than a string, duplicate keys and anchors/aliases are
+refused, and any string field given a number (``name: 1.10`` read as 1.1)
+fails schema validation with "quote the value". The result is frozen, typed
+records; stages and commands never re-parse YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from relgate import schemas
+from relgate.errors import ParamsError, SchemaError
+from relgate.jsonio import read_capped
+
+MAX_PARAMS_BYTES = 1024 * 1024
+_AMBIGUOUS_BOOLS = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+_YAML12_FLOAT = re.compile(
+    r"""^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$
+    |^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""",
+    re.X,
+)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 floats, no yes/no booleans, no duplicates, no aliases."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:float"]
+    for key, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+def _construct_bool(loader: _StrictLoader, node: yaml.ScalarNode) -> bool:
+    text = str(node.value)
+    if _AMBIGUOUS_BOOLS.match(text):
+        raise ParamsError(
+            f"line {node.start_mark.line + 1}: {text!r} is ambiguous (YAML 1.1 reads it as a boolean)",
+            hint="write true/false, or quote it if you meant a string",
+        )
+    return text.lower() == "true"
+
+
+def _construct_float(loader: _StrictLoader, node: yaml.ScalarNode) -> float:
+    value = float(str(node.value).replace("_", "").lower().replace(".inf", "inf").replace(".nan", "nan"))
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ParamsError(
+            f"line {node.start_mark.line + 1}: {node.value!r} is not a finite number",
+            hint="params must be finite numbers",
+        )
+    return value
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise ParamsError(
+                f"line {key_node.start_mark.line + 1}: key {key!r} is not a string",
+                hint="quote the key",
+            )
+        if key in out:
+            raise ParamsError(
+                f"line {key_node.start_mark.line + 1}: duplicate key {key!r}",
+                hint="each key may appear once per mapping",
+            )
+        try:
+            out[key] = loader.construct_object(value_node, deep=True)
+        except ParamsError as exc:
+            path = getattr(exc, "key_path", "")
+            exc.key_path = f"{key}.{path}" if path else key  # type: ignore[attr-defined]
+            raise
+    return out
+
+
+def _refuse_alias(loader: _StrictLoader, *args: Any) -> Any:
+    raise ParamsError("anchors and aliases are not allowed", hint="write values out in full")
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+class _NoAliasComposer(_StrictLoader):
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ParamsError(
+                f"line {event.start_mark.line + 1}: anchors and aliases are not allowed",
+                hint="write values out in full",
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, *, source: str) -> Any:
+    """Parse one YAML document under the strict rules."""
+    try:
+        return yaml.load(text, Loader=_NoAliasComposer)  # noqa: S506 - strict SafeLoader subclass
+    except ParamsError as exc:
+        path = getattr(exc, "key_path", "")
+        where = f"{path}: " if path else ""
+        raise ParamsError(f"{source}: {where}{exc.message}", hint=exc.hint) from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ParamsError(f"{source}: invalid YAML{where}: {first}", hint="fix the syntax") from None
+
+
+# ---------------------------------------------------------------- typed records
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateRule:
+    metric: str
+    op: str
+    value: float
+    on: str = "point"
+
+    def describe(self) -> str:
+        where = "" if self.on == "point" else f" ({self.on})"
+        return f"{self.metric}{where} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineSpec:
+    release: str | None
+    max_drop: Mapping[str, float]
+    on: str = "point"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatesSpec:
+    mode: str
+    rules: tuple[GateRule, ...]
+    baseline: BaselineSpec | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GatesSpec:
+        """Build from the ``gates:`` mapping (already schema-valid)."""
+        base = data.get("baseline")
+        return cls(
+            mode=data["mode"],
+            rules=tuple(
+                GateRule(metric=r["metric"], op=r["op"], value=float(r["value"]), on=r.get("on", "point"))
+                for r in data["rules"]
+            ),
+            baseline=None
+            if base is None
+            else BaselineSpec(
+                release=base.get("release"),
+                max_drop=MappingProxyType({k: float(v) for k, v in base["max_drop"].items()}),
+                on=base.get("on", "point"),
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "rules": [{"metric": r.metric, "op": r.op, "value": r.value, "on": r.on} for r in self.rules],
+        }
+        if self.baseline is not None:
+            out["baseline"] = {
+                "release": self.baseline.release,
+                "max_drop": dict(self.baseline.max_drop),
+                "on": self.baseline.on,
+            }
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactSpec:
+    path: str
+    role: str
+    description: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseSpec:
+    name: str
+    promoted: ArtifactSpec
+    variants: tuple[ArtifactSpec, ...] = ()
+    tolerance: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    default_tolerance: float = 1e-6
+    report: str = "analysis/validation_report.json"
+    calibration: str = "analysis/calibration.json"
+    data: str = "data/test.npz"
+    core_dir: str = "models/core"
+
+    def tolerance_for(self, metric: str) -> float:
+        """Absolute tolerance for *metric* (the per-metric value, else the default)."""
+        return float(self.tolerance.get(metric, self.default_tolerance))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateSpec:
+    threads: int = 1
+    batch_size: int = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdSpec:
+    strategy: str = "max_f1"
+    precision_target: float | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibrateSpec:
+    scales: tuple[float, ...] = (1.0,)
+    offsets: tuple[float, ...] = (0.0,)
+    method: str = "temperature"
+    threshold: ThresholdSpec = field(default_factory=ThresholdSpec)
+    inconclusive_band: float | None = None
+    ece_bins: int = 15
+
+
+@dataclass(frozen=True, kw_only=True)
+class BootstrapSpec:
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateSpec:
+    bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
+    ece_bins: int = 15
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorSpec:
+    name: str
+    dtype: str | None = None
+    shape: tuple[int | str | None, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractSpec:
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    """params.yaml, validated and typed. ``raw`` is the read-only parsed document."""
+
+    source: str
+    raw: Mapping[str, Any]
+    seed: int
+    gates: GatesSpec
+    release: ReleaseSpec
+    evaluate: EvaluateSpec
+    calibrate: CalibrateSpec
+    validate: ValidateSpec
+    contract: ContractSpec | None
+    data: Mapping[str, Any]
+    train: Mapping[str, Any]
+    export: Mapping[str, Any]
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read, validate and type params.yaml. Any problem is a ParamsError (exit 2)."""
+    source = str(path)
+    try:
+        data = read_capped(path, max_bytes=MAX_PARAMS_BYTES, what="params file")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParamsError(f"{source}: not valid UTF-8", hint="save the file as UTF-8") from None
+    except ParamsError:
+        raise
+    except Exception as exc:  # InputError / JSONFormatError from read_capped
+        msg = getattr(exc, "message", str(exc))
+        raise ParamsError(msg, hint=getattr(exc, "hint", None)) from None
+    return params_from_dict(parse_yaml(text, source=source), source=source)
+
+
+def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
+    """Validate a parsed params document and build the typed records."""
+    if not isinstance(doc, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level", hint="see README 'params.yaml'")
+    try:
+        schemas.validate(doc, "params", source=source)
+    except SchemaError as exc:
+        raise ParamsError(exc.message, hint=exc.hint) from None
+    rel = doc["release"]
+    tol = rel.get("tolerance", 1e-6)
+    cal = doc.get("calibrate", {})
+    val = doc.get("validate", {})
+    contract = doc.get("contract")
+    return Params(
+        source=source,
+        raw=_freeze(doc),
+        seed=int(doc.get("seed", 0)),
+        gates=GatesSpec.from_dict(doc["gates"]),
+        release=ReleaseSpec(
+            name=rel["name"],
+            promoted=ArtifactSpec(role="promoted", **rel["promoted"]),
+            variants=tuple(ArtifactSpec(role="variant", **v) for v in rel.get("variants", [])),
+            tolerance=MappingProxyType(dict(tol) if isinstance(tol, dict) else {}),
+            default_tolerance=float(tol) if not isinstance(tol, dict) else 1e-6,
+            **{k: rel[k] for k in ("report", "calibration", "data", "core_dir") if k in rel},
+        ),
+        evaluate=EvaluateSpec(**doc.get("evaluate", {})),
+        calibrate=CalibrateSpec(
+            scales=tuple(float(s) for s in cal.get("scales", (1.0,))),
+            offsets=tuple(float(o) for o in cal.get("offsets", (0.0,))),
+            method=cal.get("method", "temperature"),
+            threshold=ThresholdSpec(**cal.get("threshold", {})),
+            inconclusive_band=cal.get("inconclusive_band"),
+            ece_bins=cal.get("ece_bins", 15),
+        ),
+        validate=ValidateSpec(
+            bootstrap=BootstrapSpec(**val.get("bootstrap", {})), ece_bins=val.get("ece_bins", 15)
+        ),
+        contract=None
+        if contract is None
+        else ContractSpec(
+            inputs=tuple(_tensor(t) for t in contract.get("inputs", [])),
+            outputs=tuple(_tensor(t) for t in contract.get("outputs", [])),
+        ),
+        data=_freeze(doc.get("data", {})),
+        train=_freeze(doc.get("train", {})),
+        export=_freeze(doc.get("export", {})),
+    )
+
+
+def _tensor(t: Mapping[str, Any]) -> TensorSpec:
+    shape = t.get("shape")
+    return TensorSpec(name=t["name"], dtype=t.get("dtype"), shape=None if shape is None else tuple(shape))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, JSON-serialisable copy of a frozen params value."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def default_path() -> Path:
+    return Path("params.yaml")

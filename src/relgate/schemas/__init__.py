@@ -1,0 +1,90 @@
+"""The bundled JSON Schemas (draft 2020-12) and validation against them.
+
+Schemas ship inside the wheel next to this file and are read with
+importlib.resources; ``$ref`` between them resolves from this folder only,
+never from the network. Validation uses a FormatChecker (date-time needs
+rfc3339-validator, a declared dependency) and reports the first, most
+relevant error with its key path, e.g. ``gates.rules[0].value``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+from relgate.errors import SchemaError
+
+KINDS = ("params", "calibration", "validation-report", "release", "manifest")
+_BASE = "https://relgate.dev/schemas/"
+
+
+def schema_text(kind: str) -> str:
+    """The raw text of a bundled schema (``common`` included)."""
+    if kind not in (*KINDS, "common"):
+        raise SchemaError(f"unknown record kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+    return resources.files(__name__).joinpath(f"{kind}.schema.json").read_text(encoding="utf-8")
+
+
+@functools.cache
+def load_schema(kind: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(schema_text(kind))
+    return result
+
+
+@functools.cache
+def _validator(kind: str) -> Any:
+    import jsonschema
+    from referencing import Registry, Resource
+
+    registry: Registry[Any] = Registry().with_resources(
+        (_BASE + f"{name}.schema.json", Resource.from_contents(load_schema(name)))
+        for name in (*KINDS, "common")
+    )
+    cls = jsonschema.validators.validator_for(load_schema(kind))
+    return cls(load_schema(kind), registry=registry, format_checker=cls.FORMAT_CHECKER)
+
+
+def key_path(parts: Iterable[Any]) -> str:
+    """Render a jsonschema path deque as ``a.b[0].c`` ("(root)" when empty)."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def errors(instance: Any, kind: str) -> list[str]:
+    """Every violation, as 'key.path: message' lines, sorted."""
+    return sorted(
+        f"{key_path(e.absolute_path)}: {_describe(e)}" for e in _validator(kind).iter_errors(instance)
+    )
+
+
+def validate(instance: Any, kind: str, *, source: str = "") -> None:
+    """Raise SchemaError naming the key path of the most relevant violation."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(instance))
+    if error is None:
+        return
+    where = f"{source}: " if source else ""
+    raise SchemaError(
+        f"{where}{key_path(error.absolute_path)}: {_describe(error)}",
+        hint=f"see the '{kind}' schema (relgate schema show {kind})",
+    )
+
+
+def _describe(error: Any) -> str:
+    """A short message; long instances are elided so the error stays one line."""
+    if error.validator == "additionalProperties":
+        return str(error.message).split(" (")[0].replace("were unexpected", "not allowed").replace(
+            "was unexpected", "not allowed"
+        )
+    if error.validator == "type" and isinstance(error.instance, (int, float, bool)) and "string" in str(
+        error.validator_value
+    ):
+        return f"expected a string, got {error.instance!r}; quote the value"
+    text = str(error.message)
+    return text if len(text) <= 200 else text[:197] + "..."
