@@ -1,0 +1,67 @@
+"""Shared test fixtures: an isolated environment for DVC and git, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from relgate.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def sandbox_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep DVC and git inside the test's temp folders; no analytics, no update checks."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(home / "dvc-site-cache"))
+    monkeypatch.setenv("DVC_GLOBAL_CONFIG_DIR", str(home / "dvc-global"))
+    monkeypatch.setenv("DVC_SYSTEM_CONFIG_DIR", str(home / "dvc-system"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / "gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "relgate tests")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "tests@relgate.invalid")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "relgate tests")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "tests@relgate.invalid")
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    (home / "gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Iterator[object]:
+    """Run the relgate CLI in-process: ``cli("verify", path)`` -> CliResult."""
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors and --help/--version
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    yield run
+
+
+def run_relgate(*args: object, cwd: Path | None = None, env: dict[str, str] | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run relgate in a child process (for crash containment, signals, fresh imports)."""
+    return subprocess.run(
+        [sys.executable, "-m", "relgate", *map(str, args)],
+        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )
