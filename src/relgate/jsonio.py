@@ -57,9 +57,12 @@ def read_capped(path: str | os.PathLike[str], *, max_bytes: int, what: str) -> b
         raise InputError(f"{p}: is a directory", hint=f"point at a {what}") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot open ({exc.strerror})", hint="check permissions") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "is a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{p}: {kind}", hint=f"point at a {what}")
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"{p}: not a regular file", hint=f"point at a {what}")
         try:
             data = fh.read(max_bytes + 1)
         except OSError as exc:

@@ -68,7 +68,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     loader.flatten_mapping(node)
     out: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:bool":
+            key = key_node.value  # keys such as `on:` are names, not booleans
+        else:
+            key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, str):
             raise ParamsError(
                 f"line {key_node.start_mark.line + 1}: key {key!r} is not a string",
@@ -116,6 +119,13 @@ def parse_yaml(text: str, *, source: str) -> Any:
         path = getattr(exc, "key_path", "")
         where = f"{path}: " if path else ""
         raise ParamsError(f"{source}: {where}{exc.message}", hint=exc.hint) from None
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ParamsError(
+            f"{source}: {where}YAML tags such as {str(exc.problem).split()[-1]} are not allowed",
+            hint="params.yaml holds plain values only",
+        ) from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)

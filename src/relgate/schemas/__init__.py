@@ -79,9 +79,13 @@ def validate(instance: Any, kind: str, *, source: str = "") -> None:
 def _describe(error: Any) -> str:
     """A short message; long instances are elided so the error stays one line."""
     if error.validator == "additionalProperties":
-        return str(error.message).split(" (")[0].replace("were unexpected", "not allowed").replace(
-            "was unexpected", "not allowed"
-        )
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        names = ", ".join(repr(k) for k in extra[:5])
+        return f"unknown key{'s' if len(extra) > 1 else ''} {names} not allowed"
+    if error.validator == "pattern" and "description" in error.schema:
+        shown = repr(error.instance)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        return f"{shown} is not valid: {error.schema['description']}"
     if error.validator == "type" and isinstance(error.instance, (int, float, bool)) and "string" in str(
         error.validator_value
     ):
