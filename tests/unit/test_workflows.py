@@ -1,4 +1,4 @@
-"""The GitHub Actions workflows and the composite action: schema-valid, zizmor-clean, least privilege.
+"""GitHub Actions workflows and the composite action: schema-valid, zizmor-clean, least privilege.
 
 Static checks run the same tools a reviewer would (check-jsonschema with its vendored GitHub
 schemas, zizmor offline); the direct YAML checks pin the project's own rules (STYLE.md item 16)
@@ -89,6 +89,10 @@ def step_named(path: Path, fragment: str) -> dict[str, Any]:
     matches = [s for _, s in steps_of(path) if fragment in str(s.get("name", ""))]
     assert len(matches) == 1, f"{path.name}: expected one step named like {fragment!r}"
     return matches[0]
+
+
+def uses_of(path: Path, prefix: str) -> list[dict[str, Any]]:
+    return [s for _, s in steps_of(path) if str(s.get("uses", "")).startswith(prefix)]
 
 
 # --- the files are there and the tools accept them -------------------------------------------
@@ -211,7 +215,7 @@ def test_every_uses_is_pinned_to_a_commit_with_a_version_comment(path: Path) -> 
         if ref.startswith("./"):
             continue
         assert PINNED_USES.match(ref), f"{path.name}: not pinned to a 40-hex commit: {ref}"
-        assert re.match(r"^\s+#\s*v\d", m["rest"]), f"{path.name}: no '# vX' comment: {line.strip()}"
+        assert re.match(r"^\s+#\s*v\d", m["rest"]), f"{path.name}: no '# vX': {line.strip()}"
     parsed = [s for _, s in steps_of(path) if "uses" in s]
     assert seen == len(parsed), "every uses: must sit on its own line as 'uses: ref # vX'"
 
@@ -229,7 +233,7 @@ def test_each_action_is_pinned_to_one_commit_everywhere() -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
 def test_every_checkout_drops_credentials(path: Path) -> None:
-    checkouts = [s for _, s in steps_of(path) if str(s.get("uses", "")).startswith("actions/checkout@")]
+    checkouts = uses_of(path, "actions/checkout@")
     assert checkouts, f"{path.name}: no checkout step"
     for step in checkouts:
         assert step.get("with", {}).get("persist-credentials") is False
@@ -288,11 +292,13 @@ def test_release_gate_judges_with_the_base_branch_params() -> None:
     assert triggers(data) == {"pull_request"}
     (job,) = data["jobs"].values()
     assert job["permissions"] == {"contents": "read"}
-    checkout = next(s for _, s in steps_of(path) if s.get("uses", "").startswith("actions/checkout@"))
+    (checkout,) = uses_of(path, "actions/checkout@")
     assert checkout["with"]["fetch-depth"] == 0
     base = step_named(path, "base branch's params")
     assert base["env"] == {"BASE_REF": "${{ github.base_ref }}"}
-    assert 'git show "origin/${BASE_REF}:params.yaml" > "$RUNNER_TEMP/base-params.yaml"' in base["run"]
+    assert (
+        'git show "origin/${BASE_REF}:params.yaml" > "$RUNNER_TEMP/base-params.yaml"' in base["run"]
+    )
     gate = step_named(path, "Gate with")
     assert gate["run"] == (
         'relgate gate analysis/validation_report.json --params "$RUNNER_TEMP/base-params.yaml"'
@@ -306,7 +312,7 @@ def test_release_gate_judges_with_the_base_branch_params() -> None:
 def test_release_gate_caches_dvc_cache_and_site_cache() -> None:
     path = WORKFLOW_DIR / "release-gate.yml"
     (job,) = load(path)["jobs"].values()
-    cache = next(s for _, s in steps_of(path) if s.get("uses", "").startswith("actions/cache@"))
+    (cache,) = uses_of(path, "actions/cache@")
     cached = cache["with"]["path"].split()
     assert ".dvc/cache" in cached
     site = job["env"]["DVC_SITE_CACHE_DIR"]
