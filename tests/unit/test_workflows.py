@@ -420,7 +420,7 @@ release:
     [
         ("sensor-1.2.0", None, "sensor@v1.2.0"),
         ("Sensor_Anomaly-v2.0.1-rc.1", None, "sensor-anomaly@v2.0.1-rc.1"),
-        ("1.10", None, "model@v1.10.0"),
+        ("1.10", None, "core@v1.10.0"),
         ("nightly", "core@v3.0.0", "core@v3.0.0"),
     ],
 )
