@@ -1,0 +1,81 @@
+"""relgate evaluate: score an eval set with a model and write the scores (.npz)."""
+
+from __future__ import annotations
+
+import argparse
+
+from relgate.errors import EXIT_OK
+
+HELP = "score an eval set (.npz) with an ONNX model; writes score, y (and features) to an .npz"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="MODEL.onnx", help="the ONNX model")
+    parser.add_argument("--data", required=True, metavar="DATA.npz",
+                        help="the eval set: the model's input names plus y (0/1 labels)")
+    parser.add_argument("--out", required=True, metavar="SCORES.npz",
+                        help="where to write score (float64), y (int8) and features (if any)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="onnxruntime intra-op threads, fixed so scores are bit-identical "
+                             "across runs (default: evaluate.threads from --params, else 1)")
+    parser.add_argument("--batch-size", type=int, metavar="B",
+                        help="rows per onnxruntime call when the batch dim is dynamic "
+                             "(default: evaluate.batch_size from --params, else 1024)")
+    parser.add_argument("--input", dest="input_name", metavar="NAME",
+                        help="the primary input (default: the first input)")
+    parser.add_argument("--output", dest="output_name", metavar="NAME",
+                        help="the output to read scores from (default: auto-detected)")
+    parser.add_argument("--positive-index", type=int, metavar="I",
+                        help="column of the positive class in a probability output (default 1)")
+    parser.add_argument("--scale", type=float, default=1.0, metavar="S",
+                        help="float inputs are fed as x * S + O (default: %(default)s)")
+    parser.add_argument("--offset", type=float, default=0.0, metavar="O",
+                        help="see --scale (default: %(default)s)")
+    parser.add_argument("--params", metavar="FILE",
+                        help="params file: evaluate: settings and the contract: to check")
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    from relgate.errors import UsageError
+    from relgate.onnxmodel import check_contract, load_contract
+    from relgate.report import console, progress_enabled
+    from relgate.report.contract import progress_bar, render_evaluated
+    from relgate.scoring import Scorer, write_scores
+
+    threads, batch_size, spec = 1, 1024, None
+    if args.params:
+        from relgate.params import load_params
+
+        params = load_params(args.params)
+        threads, batch_size, spec = (params.evaluate.threads, params.evaluate.batch_size,
+                                     params.contract)
+    threads = threads if args.threads is None else args.threads
+    batch_size = batch_size if args.batch_size is None else args.batch_size
+    if threads < 1 or batch_size < 1:
+        raise UsageError("--threads and --batch-size must be at least 1", hint="e.g. --threads 1")
+    if not (math.isfinite(args.scale) and math.isfinite(args.offset)):
+        raise UsageError("--scale and --offset must be finite numbers", hint="e.g. --scale 1.0")
+
+    contract = load_contract(args.model, input_name=args.input_name,
+                             output_name=args.output_name, positive_index=args.positive_index)
+    if spec is not None:
+        check_contract(contract, spec)
+    scorer = Scorer(args.model, threads=threads, batch_size=batch_size, contract=contract)
+    started = time.perf_counter()
+    if progress_enabled():
+        with progress_bar("scoring") as update:
+            result = scorer.score(args.data, scale=args.scale, offset=args.offset,
+                                  progress=update)
+    else:
+        result = scorer.score(args.data, scale=args.scale, offset=args.offset)
+    seconds = time.perf_counter() - started
+    write_scores(args.out, result)
+    n_pos = int(result.y.sum())
+    render_evaluated({"n": result.n, "n_pos": n_pos, "n_neg": result.n - n_pos,
+                      "model": args.model, "score_output": contract.score_output,
+                      "score_kind": contract.score_kind, "seconds": seconds, "out": args.out},
+                     console())
+    return EXIT_OK

@@ -1,0 +1,50 @@
+"""relgate inspect: a model's contract, files, sizes and sha256, read safely."""
+
+from __future__ import annotations
+
+import argparse
+
+from relgate.errors import EXIT_OK
+
+HELP = "show a model's contract (inputs, outputs, opsets, score output), files and sha256"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL.onnx",
+                        help="the ONNX model (its external data files must sit next to it)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the contract as JSON (sha256, files with sizes, contract)")
+    parser.add_argument("--input", dest="input_name", metavar="NAME",
+                        help="the primary input (default: the first input)")
+    parser.add_argument("--output", dest="output_name", metavar="NAME",
+                        help="the output to read scores from (default: auto-detected: a score "
+                             "[N]/[N,1], else a probability [N,2], else features [N,D])")
+    parser.add_argument("--positive-index", type=int, metavar="I",
+                        help="column of the positive class in a probability output "
+                             "(default 1) or of a features output")
+    parser.add_argument("--params", metavar="FILE",
+                        help="also check the model against contract: in this params file")
+    parser.add_argument("--check-runtime", action="store_true",
+                        help="also load the model with onnxruntime (in a guarded child process)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from relgate.onnxmodel import check_contract, inspect_model, probe_session
+    from relgate.report import console, print_json
+    from relgate.report.contract import render_inspect
+
+    info = inspect_model(args.model, input_name=args.input_name, output_name=args.output_name,
+                         positive_index=args.positive_index)
+    if args.check_runtime:
+        probe_session(args.model)
+    if args.json:
+        print_json(info.to_dict())
+    else:
+        render_inspect(info.to_dict(), console())
+    if args.params:
+        from relgate.params import load_params
+
+        spec = load_params(args.params).contract
+        if spec is not None:
+            check_contract(info.contract, spec)
+    return EXIT_OK

@@ -1,0 +1,897 @@
+"""Safe loading of ONNX models made by other people's exporters, and their contract.
+
+relgate must read any reasonable model and refuse hostile ones cleanly:
+
+* **External data stays inside the model's folder.** Every tensor stored outside the
+  ``.onnx`` file (``model.onnx.data`` as torch's exporter writes it) is checked before
+  anything large is read: the location must be a relative path without ``..``, no
+  component between the model's folder and the file may be a symlink, the file must be a
+  regular file with a single hard link, and ``offset``/``length`` must fit inside it (and
+  match the tensor's byte size). Only ``lstat`` is used for the checks, so nothing outside
+  the folder is ever opened. The folder is the parent of the path given (not of a resolved
+  symlink), which is where onnxruntime looks too.
+* **onnx.checker runs by path**, because a ModelProto above 2 GiB cannot be checked in memory.
+* **onnxruntime runs first in a child process** (:func:`probe_session`) with a time and an
+  address-space limit: onnxruntime has crashed whole processes on fuzzed models, and such a
+  model must end in a one-line error, not take relgate down with it.
+
+The model's digest (:func:`model_digest`): when the model has no external data it is the
+sha256 of the ``.onnx`` file itself (what ``sha256sum model.onnx`` prints); otherwise it is
+the sha256 of the text made of one line ``"<sha256>  <relpath>\\n"`` per file (the ``.onnx``
+and every external data file, paths relative to the model's folder in POSIX form, sorted by
+path) -- the output of ``sha256sum`` over the sorted files, so it can be checked by hand.
+
+onnx and onnxruntime are imported inside functions: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from relgate.errors import ModelError
+from relgate.hashing import sha256_file
+
+MAX_PROTO_BYTES = 2 * 1024**3  # protobuf cannot parse a message above 2 GiB
+MAX_MESSAGE_CHARS = 300
+
+InputKind = Literal["waveform", "tokens", "other"]
+ScoreKind = Literal["score", "probability", "features"]
+
+# ONNX TensorProto element types -> numpy-style names (others: the lowercased ONNX name).
+_DTYPE_NAMES: dict[str, str] = {
+    "FLOAT": "float32", "DOUBLE": "float64", "FLOAT16": "float16", "BFLOAT16": "bfloat16",
+    "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
+    "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
+    "BOOL": "bool", "STRING": "string", "COMPLEX64": "complex64", "COMPLEX128": "complex128",
+}
+# Spellings users write in params.yaml or copy from onnxruntime ("tensor(float)").
+_DTYPE_ALIASES: dict[str, str] = {
+    "float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32",
+    "float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16",
+    "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64", "uint8": "uint8",
+    "uint16": "uint16", "uint32": "uint32", "uint64": "uint64", "bool": "bool",
+    "string": "string", "complex64": "complex64", "complex128": "complex128",
+}
+# Bytes per element for the fixed-size ONNX element types (sub-byte types are packed).
+_ITEM_BITS: dict[str, int] = {
+    "FLOAT": 32, "DOUBLE": 64, "FLOAT16": 16, "BFLOAT16": 16, "INT8": 8, "INT16": 16,
+    "INT32": 32, "INT64": 64, "UINT8": 8, "UINT16": 16, "UINT32": 32, "UINT64": 64, "BOOL": 8,
+    "COMPLEX64": 64, "COMPLEX128": 128, "FLOAT8E4M3FN": 8, "FLOAT8E4M3FNUZ": 8,
+    "FLOAT8E5M2": 8, "FLOAT8E5M2FNUZ": 8, "FLOAT8E8M0": 8, "UINT4": 4, "INT4": 4,
+    "FLOAT4E2M1": 4, "UINT2": 2, "INT2": 2,
+}
+_FLOAT_DTYPES = frozenset({"float32", "float64", "float16", "bfloat16"})
+_INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+_FEATURE_NAMES = ("features", "feats")
+
+
+def _short(text: object) -> str:
+    """First line-ish of a foreign error message, flattened and capped."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= MAX_MESSAGE_CHARS else flat[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorInfo:
+    """One model input or output: name, element type and shape (symbolic dims kept)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...] | None
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype,
+                "shape": None if self.shape is None else list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorInfo:
+        shape = data.get("shape")
+        return cls(name=data["name"], dtype=data["dtype"],
+                   shape=None if shape is None else tuple(shape))
+
+    def describe(self) -> str:
+        return f"{self.name} {self.dtype} {format_shape(self.shape)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileEntry:
+    """One file of a model: path relative to the model's folder (POSIX), size, sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileEntry:
+        return cls(path=data["path"], size=int(data["size"]), sha256=data["sha256"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalDataFile:
+    """An external data file of a model, already checked to be confined to its folder.
+
+    ``path`` is relative to the model's folder (POSIX); ``abspath`` is where it lies;
+    ``tensors`` counts the tensors stored in it.
+    """
+
+    path: str
+    abspath: Path
+    size: int
+    tensors: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "tensors": self.tensors}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelDigest:
+    """The model's sha256 (see the module docstring) and every file it is made of."""
+
+    sha256: str
+    files: tuple[FileEntry, ...]
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "files": [f.to_dict() for f in self.files]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelContract:
+    """What a model expects and returns, and which output relgate scores with.
+
+    ``input_kind`` describes the primary input (the first, or the one chosen with
+    ``--input``): a float ``[N, L]`` (or ``[N, 1, L]``) waveform, integer ``[N, T]``
+    tokens, or other. ``score_output`` is the output relgate reads a positive-class score
+    from; ``score_kind`` says how: ``score`` (``[N]`` or ``[N, 1]``, used as is),
+    ``probability`` (``[N, K]``, column ``positive_index``) or ``features`` (``[N, D]``:
+    the mean over D, or column ``positive_index`` when one is given).
+    """
+
+    ir_version: int
+    opsets: Mapping[str, int]
+    producer: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    input_kind: InputKind
+    score_output: str
+    score_kind: ScoreKind
+    positive_index: int | None
+    primary_input: str | None = None
+
+    def input(self, name: str) -> TensorInfo:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def output(self, name: str) -> TensorInfo:
+        for t in self.outputs:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def features_output(self) -> str | None:
+        """The ``features``/``feats`` output (``[N, D]``) used for health stats, if any."""
+        if self.score_kind == "features":
+            return self.score_output
+        for t in self.outputs:
+            if t.name != self.score_output and _is_features_name(t.name) and t.rank == 2 \
+                    and t.dtype in _FLOAT_DTYPES:
+                return t.name
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record that ``common.schema.json#/$defs/contract`` describes."""
+        return {
+            "ir_version": self.ir_version,
+            "opsets": dict(sorted(self.opsets.items())),
+            "producer": self.producer,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "input_kind": self.input_kind,
+            "score_output": self.score_output,
+            "score_kind": self.score_kind,
+            "positive_index": self.positive_index,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelContract:
+        inputs = tuple(TensorInfo.from_dict(t) for t in data["inputs"])
+        return cls(
+            ir_version=int(data.get("ir_version", 0)),
+            opsets=dict(data.get("opsets", {})),
+            producer=str(data.get("producer", "")),
+            inputs=inputs,
+            outputs=tuple(TensorInfo.from_dict(t) for t in data["outputs"]),
+            input_kind=data.get("input_kind", "other"),
+            score_output=data.get("score_output", ""),
+            score_kind=data.get("score_kind", "score"),
+            positive_index=data.get("positive_index"),
+            primary_input=inputs[0].name if inputs else None,
+        )
+
+
+def format_shape(shape: tuple[int | str | None, ...] | None) -> str:
+    """``[N, 1600]``; ``?`` for an unknown dim; ``(unknown rank)`` for no shape."""
+    if shape is None:
+        return "(unknown rank)"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def normalize_dtype(name: str) -> str:
+    """Canonical dtype name: ``float`` / ``tensor(float)`` / ``FLOAT`` -> ``float32``."""
+    text = name.strip()
+    if text.startswith("tensor(") and text.endswith(")"):
+        text = text[7:-1]
+    low = text.lower()
+    return _DTYPE_ALIASES.get(low, _DTYPE_NAMES.get(text.upper(), low))
+
+
+# ---------------------------------------------------------------- files and external data
+
+
+def _model_file(path: str | os.PathLike[str]) -> Path:
+    """The model path, checked to be a readable regular file of sane size."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ModelError(f"{p}: no such file", hint="check the model path") from None
+    except OSError as exc:
+        raise ModelError(f"{p}: cannot stat ({exc.strerror})", hint="check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ModelError(f"{p}: is a directory", hint="point at the .onnx file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ModelError(f"{p}: not a regular file", hint="point at the .onnx file")
+    if st.st_size == 0:
+        raise ModelError(f"{p}: empty file, not an ONNX model", hint="re-export the model")
+    if st.st_size > MAX_PROTO_BYTES:
+        raise ModelError(
+            f"{p}: {st.st_size} bytes, above the 2 GiB protobuf limit for an .onnx file",
+            hint="export with external data (weights in a .onnx.data file)",
+        )
+    return p
+
+
+def _load_proto(path: Path) -> Any:
+    """Parse the ModelProto without touching external data."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError, RuntimeError from a hostile proto, ...
+        raise ModelError(
+            f"{path}: not a valid ONNX file "
+            f"({type(exc).__name__}: {_short(exc) or 'parse failed'})",
+            hint="the file is truncated, corrupted or not ONNX; re-export or re-download it",
+        ) from None
+
+
+def _iter_tensors(model: Any) -> Iterator[Any]:
+    """Every TensorProto of a model (initializers, attributes, subgraphs, functions).
+
+    Iterative rather than recursive so a hostile nesting depth cannot blow the stack.
+    """
+    graphs: list[Any] = [model.graph]
+    nodes: list[Any] = [n for f in model.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            g = graphs.pop()
+            yield from g.initializer
+            for sp in g.sparse_initializer:
+                yield sp.values
+                yield sp.indices
+            nodes.extend(g.node)
+            continue
+        node = nodes.pop()
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            sparse = ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(
+                a.sparse_tensors
+            )
+            for sp in sparse:
+                yield sp.values
+                yield sp.indices
+            if a.HasField("g"):
+                graphs.append(a.g)
+            graphs.extend(a.graphs)
+
+
+def _expected_nbytes(tensor: Any) -> int | None:
+    import onnx
+
+    try:
+        type_name = onnx.TensorProto.DataType.Name(tensor.data_type)
+    except ValueError:
+        return None
+    bits = _ITEM_BITS.get(type_name)
+    if bits is None:
+        return None
+    count = math.prod(int(d) for d in tensor.dims)
+    return (count * bits + 7) // 8
+
+
+def _confined(base: Path, location: str, *, model: Path, tensor: str) -> tuple[str, Path]:
+    """Check one external data location against the confinement rules; lstat only."""
+    where = f"{model}: tensor {tensor!r} external data location {location!r}"
+    if not location or "\x00" in location or "\\" in location or "\n" in location:
+        raise ModelError(f"{where} is not a plain relative path",
+                         hint="external data must be a file next to the model")
+    pure = PurePosixPath(location)
+    if pure.is_absolute() or location.startswith("/") or (len(location) > 1 and location[1] == ":"):
+        raise ModelError(f"{where} is an absolute path, outside the model's folder",
+                         hint="external data must be a file in the model's folder")
+    parts = [p for p in location.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ModelError(f"{where} contains '..', which leaves the model's folder",
+                         hint="external data must be a file in the model's folder")
+    if not parts:
+        raise ModelError(f"{where} is empty", hint="re-export the model")
+    current = base
+    for i, part in enumerate(parts):
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            rel = "/".join(parts[: i + 1])
+            raise ModelError(
+                f"{model}: external data file {rel!r} is missing (tensor {tensor!r} needs "
+                f"{location!r} next to the model)",
+                hint="copy the model together with its data file(s) (e.g. model.onnx.data)",
+            ) from None
+        except OSError as exc:
+            raise ModelError(f"{where}: cannot stat ({exc.strerror})",
+                             hint="check the model folder") from None
+        last = i == len(parts) - 1
+        if stat.S_ISLNK(st.st_mode):
+            link = "/".join(parts[: i + 1])
+            what = "is a symlink" if last else f"goes through the symlink {link!r}"
+            raise ModelError(f"{where} {what}; refusing to follow it out of the model's folder",
+                             hint="replace the symlink with the real file")
+        if not last and not stat.S_ISDIR(st.st_mode):
+            raise ModelError(f"{where}: {'/'.join(parts[: i + 1])!r} is not a folder",
+                             hint="re-export the model")
+        if last:
+            if not stat.S_ISREG(st.st_mode):
+                raise ModelError(f"{where} is not a regular file", hint="re-export the model")
+            if st.st_nlink > 1:
+                raise ModelError(
+                    f"{where} is a hard-linked file ({st.st_nlink} links); "
+                    "it may be shared with a file outside the model's folder",
+                    hint="copy the file (cp --no-preserve=links) instead of hard-linking it",
+                )
+    return "/".join(parts), current
+
+
+def external_data_files(path: str | os.PathLike[str]) -> list[ExternalDataFile]:
+    """The external data files of a model, validated, sorted by relative path.
+
+    Refuses (ModelError, exit 2, naming the file) a location that is absolute, contains
+    ``..``, goes through or is a symlink, is hard-linked, is missing, or an
+    offset/length outside the file -- all before any data file is opened.
+    """
+    p = _model_file(path)
+    return _external_from_proto(p, _load_proto(p))
+
+
+def _external_from_proto(p: Path, model: Any) -> list[ExternalDataFile]:
+    import onnx
+
+    base = p.parent
+    found: dict[str, tuple[Path, int, int]] = {}
+    try:
+        tensors = list(_iter_tensors(model))
+    except RecursionError:
+        raise ModelError(f"{p}: graph nesting too deep",
+                         hint="this is not a reasonable model") from None
+    for t in tensors:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        name = t.name or "<unnamed>"
+        info = {e.key: e.value for e in t.external_data}
+        rel, full = _confined(base, info.get("location", ""), model=p, tensor=name)
+        size = os.lstat(full).st_size
+        where = f"{p}: tensor {name!r} in {rel!r}"
+        try:
+            offset = int(info.get("offset", "0"))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise ModelError(f"{where}: offset/length is not an integer",
+                             hint="re-export the model") from None
+        expected = _expected_nbytes(t)
+        if offset < 0 or (length is not None and length < 0):
+            raise ModelError(f"{where}: negative offset or length", hint="re-export the model")
+        if length is not None and expected is not None and length != expected:
+            raise ModelError(
+                f"{where}: length {length} does not match the tensor's {expected} bytes",
+                hint="the model and its data file do not belong together; re-export it",
+            )
+        span = length if length is not None else (expected if expected is not None else 0)
+        if offset + span > size:
+            raise ModelError(
+                f"{where}: bytes {offset}..{offset + span} lie outside the {size}-byte file",
+                hint="the data file is truncated or belongs to another export; re-copy it",
+            )
+        _, _, count = found.get(rel, (full, size, 0))
+        found[rel] = (full, size, count + 1)
+    return [ExternalDataFile(path=rel, abspath=full, size=size, tensors=n)
+            for rel, (full, size, n) in sorted(found.items())]
+
+
+def model_digest(path: str | os.PathLike[str]) -> ModelDigest:
+    """sha256 of the model and of each of its files (see the module docstring)."""
+    p = _model_file(path)
+    externals = external_data_files(p)
+    entries = [FileEntry(path=p.name, size=os.stat(p).st_size, sha256=sha256_file(p))]
+    for ext in externals:
+        if ext.path == p.name:
+            continue
+        entries.append(FileEntry(path=ext.path, size=ext.size, sha256=sha256_file(ext.abspath)))
+    entries.sort(key=lambda e: e.path)
+    if len(entries) == 1:
+        digest = entries[0].sha256
+    else:
+        text = "".join(f"{e.sha256}  {e.path}\n" for e in entries)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return ModelDigest(sha256=digest, files=tuple(entries))
+
+
+# ---------------------------------------------------------------- the contract
+
+
+def _value_info(vi: Any) -> TensorInfo:
+    import onnx
+
+    def type_name(tp: Any) -> tuple[str, tuple[int | str | None, ...] | None]:
+        which = tp.WhichOneof("value")
+        if which in ("tensor_type", "sparse_tensor_type"):
+            tt = getattr(tp, which)
+            try:
+                elem = onnx.TensorProto.DataType.Name(tt.elem_type)
+            except ValueError:
+                elem = f"type{tt.elem_type}"
+            dtype = _DTYPE_NAMES.get(elem, elem.lower())
+            if which == "sparse_tensor_type":
+                dtype = f"sparse({dtype})"
+            if not tt.HasField("shape"):
+                return dtype, None
+            dims: list[int | str | None] = []
+            for d in tt.shape.dim:
+                kind = d.WhichOneof("value")
+                dims.append(int(d.dim_value) if kind == "dim_value"
+                            else (d.dim_param or None) if kind == "dim_param" else None)
+            return dtype, tuple(dims)
+        if which == "sequence_type":
+            return f"sequence({type_name(tp.sequence_type.elem_type)[0]})", None
+        if which == "map_type":
+            key = onnx.TensorProto.DataType.Name(tp.map_type.key_type).lower()
+            value = type_name(tp.map_type.value_type)[0]
+            return f"map({_DTYPE_ALIASES.get(key, key)},{value})", None
+        if which == "optional_type":
+            return f"optional({type_name(tp.optional_type.elem_type)[0]})", None
+        return "undefined", None
+
+    dtype, shape = type_name(vi.type)
+    return TensorInfo(name=vi.name, dtype=dtype, shape=shape)
+
+
+def _is_features_name(name: str) -> bool:
+    low = name.lower()
+    return any(low == n or low.endswith(("_" + n, "." + n, "/" + n)) for n in _FEATURE_NAMES)
+
+
+def _input_kind(t: TensorInfo) -> InputKind:
+    if t.shape is None:
+        return "other"
+    if t.dtype in _FLOAT_DTYPES and (len(t.shape) == 2 or (len(t.shape) == 3 and t.shape[1] == 1)):
+        return "waveform"
+    if t.dtype in _INT_DTYPES and len(t.shape) == 2:
+        return "tokens"
+    return "other"
+
+
+def _score_like(t: TensorInfo) -> bool:
+    return t.dtype in _FLOAT_DTYPES and t.shape is not None and (
+        len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1))
+
+
+def _proba_like(t: TensorInfo) -> bool:
+    return t.dtype in _FLOAT_DTYPES and t.shape is not None and len(t.shape) == 2 \
+        and t.shape[1] == 2
+
+
+def _kind_of(t: TensorInfo, positive_index: int | None) -> ScoreKind:
+    """How to read a score out of an output the user named."""
+    if _score_like(t) or (t.shape is None and positive_index is None):
+        return "score"
+    if _is_features_name(t.name) and t.rank == 2:
+        return "features"
+    return "probability"
+
+
+def _pick_output(outputs: tuple[TensorInfo, ...], where: str) -> tuple[TensorInfo, ScoreKind]:
+    """Auto-pick the score output: score-like, else [N, 2] probability, else features."""
+    def by_name(cands: list[TensorInfo], *words: str) -> TensorInfo | None:
+        for w in words:
+            for t in cands:
+                if w in t.name.lower():
+                    return t
+        return cands[0] if cands else None
+
+    pick = by_name([t for t in outputs if _score_like(t)], "score", "logit", "prob")
+    if pick is not None:
+        return pick, "score"
+    pick = by_name([t for t in outputs if _proba_like(t)], "prob")
+    if pick is not None:
+        return pick, "probability"
+    feats = [t for t in outputs if _is_features_name(t.name) and t.rank == 2
+             and t.dtype in _FLOAT_DTYPES]
+    if feats:
+        return feats[0], "features"
+    listed = ", ".join(t.describe() for t in outputs) or "none"
+    raise ModelError(
+        f"{where}: no output looks like a score ([N] or [N, 1]), a probability ([N, 2]) "
+        f"or features ([N, D]); outputs: {listed}",
+        hint="choose one with --output NAME (and --positive-index I for a probability column)",
+    )
+
+
+def load_contract(
+    path: str | os.PathLike[str],
+    *,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    positive_index: int | None = None,
+) -> ModelContract:
+    """Load a model safely and describe its contract.
+
+    Checks external data confinement, runs ``onnx.checker`` by path, then reads the
+    inputs, outputs, opsets and picks the score output (overridable). Anything wrong is a
+    one-line ModelError (exit 2).
+    """
+    import onnx
+
+    p = _model_file(path)
+    model = _load_proto(p)
+    _external_from_proto(p, model)
+    try:
+        onnx.checker.check_model(str(p))
+    except Exception as exc:  # ValidationError, or anything the C++ side throws
+        raise ModelError(f"{p}: onnx.checker rejects the model: {_short(exc)}",
+                         hint="fix or re-export the model") from None
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = tuple(_value_info(vi) for vi in model.graph.input if vi.name not in initializers)
+    outputs = tuple(_value_info(vi) for vi in model.graph.output)
+    if not inputs:
+        raise ModelError(f"{p}: the model has no inputs", hint="this is not a scorer")
+    if not outputs:
+        raise ModelError(f"{p}: the model has no outputs", hint="this is not a scorer")
+    opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
+    producer = " ".join(x for x in (model.producer_name, model.producer_version) if x)
+
+    if input_name is None:
+        primary = inputs[0]
+    else:
+        primary = next((t for t in inputs if t.name == input_name), None)  # type: ignore[assignment]
+        if primary is None:
+            raise ModelError(
+                f"{p}: no input named {input_name!r}; inputs: "
+                + ", ".join(t.describe() for t in inputs),
+                hint="pick one of the listed inputs with --input",
+            )
+    if output_name is None:
+        out, kind = _pick_output(outputs, str(p))
+    else:
+        found = next((t for t in outputs if t.name == output_name), None)
+        if found is None:
+            raise ModelError(
+                f"{p}: no output named {output_name!r}; outputs: "
+                + ", ".join(t.describe() for t in outputs),
+                hint="pick one of the listed outputs with --output",
+            )
+        out = found
+        if out.dtype not in _FLOAT_DTYPES:
+            raise ModelError(f"{p}: output {out.describe()} is not a float tensor",
+                             hint="pick a score, probability or features output with --output")
+        kind = _kind_of(out, positive_index)
+    pos = _check_positive_index(p, out, kind, positive_index)
+    return ModelContract(
+        ir_version=int(model.ir_version),
+        opsets=opsets,
+        producer=producer,
+        inputs=inputs,
+        outputs=outputs,
+        input_kind=_input_kind(primary),
+        score_output=out.name,
+        score_kind=kind,
+        positive_index=pos,
+        primary_input=primary.name,
+    )
+
+
+def _check_positive_index(
+    p: Path, out: TensorInfo, kind: ScoreKind, index: int | None
+) -> int | None:
+    width = out.shape[-1] if out.shape else None
+    if index is not None and index < 0:
+        raise ModelError(f"{p}: --positive-index {index} is negative", hint="use 0, 1, ...")
+    if kind == "probability":
+        index = 1 if index is None else index
+    if index is not None and isinstance(width, int) and out.rank and out.rank >= 2 \
+            and index >= width:
+        raise ModelError(
+            f"{p}: --positive-index {index} is outside output {out.describe()}",
+            hint=f"use an index below {width}",
+        )
+    if index is not None and kind == "score" and out.rank == 1:
+        raise ModelError(f"{p}: output {out.describe()} has one value per sample; "
+                         "--positive-index does not apply", hint="drop --positive-index")
+    return index
+
+
+def check_contract(contract: ModelContract, spec: Any) -> None:
+    """Compare a model's contract with the one declared in params (``ContractSpec``).
+
+    A declared dtype matches its aliases (``float`` = ``float32``); a declared integer dim
+    must equal the model's; a declared string dim matches any symbolic (dynamic) dim,
+    whatever its name, but not a fixed one; a declared null matches anything. On mismatch,
+    a ModelError lists every difference as ``-declared +model``.
+    """
+    diffs: list[str] = []
+    for side, declared, actual in (("input", spec.inputs, contract.inputs),
+                                   ("output", spec.outputs, contract.outputs)):
+        have = {t.name: t for t in actual}
+        for want in declared:
+            got = have.get(want.name)
+            if got is None:
+                names = ", ".join(have) or "none"
+                diffs.append(f"{side} {want.name!r}: -declared +missing (model {side}s: {names})")
+                continue
+            if want.dtype is not None and normalize_dtype(want.dtype) != got.dtype:
+                diffs.append(f"{side} {want.name!r} dtype: -{normalize_dtype(want.dtype)} "
+                             f"+{got.dtype}")
+            if want.shape is not None and not _shape_matches(tuple(want.shape), got.shape):
+                diffs.append(f"{side} {want.name!r} shape: -{format_shape(tuple(want.shape))} "
+                             f"+{format_shape(got.shape)}")
+    if diffs:
+        raise ModelError(
+            f"the model does not keep the declared contract ({len(diffs)} difference"
+            f"{'s' if len(diffs) > 1 else ''}): " + "; ".join(diffs),
+            hint="fix the export, or update contract: in params.yaml if the change is intended",
+        )
+
+
+def _shape_matches(
+    want: tuple[int | str | None, ...], got: tuple[int | str | None, ...] | None
+) -> bool:
+    if got is None or len(want) != len(got):
+        return False
+    for w, g in zip(want, got, strict=True):
+        if w is None:
+            continue
+        if isinstance(w, int) and w != g:
+            return False
+        if isinstance(w, str) and isinstance(g, int):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- guarded onnxruntime
+
+
+def session_options(threads: int) -> Any:
+    """Fixed onnxruntime settings so that repeated runs give bit-identical scores."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.use_deterministic_compute = True
+    so.log_severity_level = 3
+    return so
+
+
+_PROBE_CODE = r"""
+import os, resource, sys
+path, threads, limit_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import numpy as np
+import onnxruntime as ort
+with open("/proc/self/statm") as fh:
+    used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+if limit_mb > 0:
+    cap = used + limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+so = ort.SessionOptions()
+so.intra_op_num_threads = threads
+so.inter_op_num_threads = 1
+so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+so.log_severity_level = 3
+try:
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+except MemoryError:
+    sys.stderr.write("MEMORY\n"); sys.exit(3)
+except Exception as exc:
+    text = " ".join(str(exc).split())
+    tag = "MEMORY " if "bad_alloc" in text else "LOAD "
+    sys.stderr.write(tag + type(exc).__name__ + ": " + text[:400] + "\n")
+    sys.exit(3 if "bad_alloc" in text else 4)
+# One sample of zeros, when every input's shape is known once dynamic dims are set to 1:
+# fuzzed models crash at run time as well as at load time. An error here is not fatal
+# (the real data may be fine); a crash or a hang is.
+types = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
+         "tensor(int32)": np.int32, "tensor(float16)": np.float16, "tensor(bool)": np.bool_,
+         "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+feeds = {}
+for i in sess.get_inputs():
+    if i.type not in types or i.shape is None:
+        feeds = None; break
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in i.shape]
+    if np.prod(shape) > 64 * 1024 * 1024:
+        feeds = None; break
+    feeds[i.name] = np.zeros(shape, dtype=types[i.type])
+if feeds is not None:
+    try:
+        sess.run(None, feeds)
+    except MemoryError:
+        sys.stderr.write("MEMORY\n"); sys.exit(3)
+    except Exception:
+        pass
+sys.exit(0)
+"""
+
+
+def describe_child_failure(returncode: int, stderr: str, *, memory_mb: int) -> str:
+    """Why the probe child failed, in words (a pure function of how it ended)."""
+    text = " ".join(stderr.split())
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        if -returncode == signal.SIGKILL:
+            return f"onnxruntime was killed ({name}) while loading it, likely out of memory"
+        if -returncode == signal.SIGABRT and ("bad_alloc" in text or "memory" in text.lower()):
+            return f"onnxruntime ran out of its {memory_mb} MB memory limit loading it ({name})"
+        return f"onnxruntime crashed ({name}) while loading it"
+    if returncode == 3 or "bad_alloc" in text or "MemoryError" in text:
+        return f"onnxruntime ran out of its {memory_mb} MB memory limit loading it"
+    last = text.split("LOAD ", 1)[-1] if "LOAD " in text else text
+    return f"onnxruntime cannot load it: {_short(last) or f'exit code {returncode}'}"
+
+
+def default_memory_mb(total_bytes: int) -> int:
+    """Address space the probe may add on top of the interpreter: 1 GiB + 4x the model."""
+    return 1024 + 4 * math.ceil(total_bytes / 1024**2)
+
+
+def probe_session(
+    path: str | os.PathLike[str],
+    *,
+    timeout_s: float = 60,
+    memory_mb: int | None = None,
+    threads: int = 1,
+) -> None:
+    """Create the first onnxruntime session in a child process with time and memory limits.
+
+    The child caps its address space (``RLIMIT_AS``: what it already uses plus
+    *memory_mb*, by default 1 GiB + 4x the model's size), loads the model, and runs one
+    sample of zeros when the input shapes allow. A crash, a timeout or running out of
+    memory is a ModelError (exit 2) here instead of the end of relgate. Results are cached
+    per process for unchanged files.
+    """
+    p = _model_file(path)
+    externals = external_data_files(p)
+    total = os.stat(p).st_size + sum(e.size for e in externals)
+    limit = default_memory_mb(total) if memory_mb is None else int(memory_mb)
+    key = (str(p.absolute()), _identity(p), *(_identity(e.abspath) for e in externals),
+           limit, threads)
+    _probe_cached(key, str(p), float(timeout_s), limit, threads)
+
+
+def _identity(p: Path) -> tuple[int, int, int, int]:
+    st = os.stat(p)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_cached(
+    key: tuple[Any, ...], path: str, timeout_s: float, limit: int, threads: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env["OMP_NUM_THREADS"] = str(threads)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", _PROBE_CODE, path, str(threads), str(limit)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+            timeout=timeout_s, env=env, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelError(
+            f"{path}: onnxruntime did not load the model within {timeout_s:g} s",
+            hint="the model may be hostile or far too large; check it, or raise the timeout",
+        ) from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot start the model probe ({exc.strerror})",
+                         hint="check the Python installation") from None
+    if proc.returncode != 0:
+        raise ModelError(
+            f"{path}: {describe_child_failure(proc.returncode, proc.stderr, memory_mb=limit)}",
+            hint="the model is malformed or hostile; re-export it (relgate did not load it "
+                 "in-process)",
+        )
+
+
+def make_session(path: str | os.PathLike[str], *, threads: int = 1) -> Any:
+    """An in-process onnxruntime session with the fixed settings (call after the probe)."""
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), session_options(threads),
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path}: onnxruntime cannot load the model: {_short(exc)}",
+                         hint="re-export the model") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo:
+    """Everything ``relgate inspect`` reports: contract, files, digest, external data."""
+
+    path: str
+    contract: ModelContract
+    digest: ModelDigest
+    external: tuple[ExternalDataFile, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.digest.sha256,
+            "size": self.digest.total_size,
+            "files": [f.to_dict() for f in self.digest.files],
+            "external_data": [e.to_dict() for e in self.external],
+            "contract": self.contract.to_dict(),
+            "features_output": self.contract.features_output,
+        }
+
+
+def inspect_model(
+    path: str | os.PathLike[str],
+    *,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    positive_index: int | None = None,
+) -> ModelInfo:
+    """Load a model safely and gather its contract, files and digest."""
+    contract = load_contract(path, input_name=input_name, output_name=output_name,
+                             positive_index=positive_index)
+    return ModelInfo(path=str(path), contract=contract, digest=model_digest(path),
+                     external=tuple(external_data_files(path)))

@@ -1,0 +1,663 @@
+"""Scoring an eval set with onnxruntime: the one code path evaluate, calibrate, validate
+and promote use.
+
+* **Data.** An eval set is an ``.npz`` whose keys are the model's input names plus ``y``
+  (0/1 labels). It is read without pickles: the zip members are parsed with
+  ``numpy.lib.format`` headers (object and structured dtypes refused). Inputs are streamed
+  in chunks of rows: an uncompressed member is read with ``pread`` straight into a reused
+  buffer, a compressed one is decompressed sequentially (or held in memory when it is
+  small), so memory stays near one chunk plus the scores whatever the size of the set.
+* **Determinism.** onnxruntime runs with fixed settings (``intra_op_num_threads=threads``,
+  ``inter_op_num_threads=1``, sequential execution, deterministic compute), so two runs
+  with the same threads and batch size give bit-identical scores.
+* **Batching.** Batches of ``batch_size`` rows when the model's batch dim is dynamic; a
+  loop over batches of exactly *k* rows when it is fixed to *k* (the seed's models have
+  k = 1), the last one padded by repeating its last row and the padding dropped.
+* **Input transform.** ``scale``/``offset`` apply to float inputs per chunk as
+  ``x * scale + offset``, computed in the input's own dtype (two roundings, no fused
+  multiply-add); integer inputs are left alone. With the defaults (1, 0) inputs are passed
+  through untouched.
+* **Scores.** float64 ``[N]``: the ``score`` output as is (``[N]`` or ``[N, 1]``), column
+  ``positive_index`` of a probability output, or for a features output the mean over D
+  (the seed's mean-pooled logits; column ``positive_index`` when one is given).
+
+The first session is created in a guarded child process (``onnxmodel.probe_session``);
+scoring then runs in-process. :class:`Scorer` keeps the session and the parsed eval sets,
+so a calibration sweep calling :func:`score_dataset` many times pays for them once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tempfile
+import zipfile
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import numpy as np
+
+from relgate import onnxmodel
+from relgate.errors import DataError, ModelError
+from relgate.jsonio import fsync_dir
+from relgate.onnxmodel import ModelContract
+
+ProgressFn = Callable[[int, int], None]
+SMALL_MEMBER_BYTES = 64 * 1024 * 1024  # compressed members up to this size are held in memory
+MAX_HEADER = 10000
+
+_NP_DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(name) for name in (
+        "float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16",
+        "uint32", "uint64", "bool", "complex64", "complex128")
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreResult:
+    """Scores of an eval set: float64 ``scores [N]`` (positive class), int8 ``y [N]``, and
+    ``features [N, D]`` when the model exposes a features output (else None)."""
+
+    scores: np.ndarray
+    y: np.ndarray
+    features: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.scores.shape[0])
+
+
+# ---------------------------------------------------------------- eval data
+
+
+class _Rows(Protocol):
+    def read(self, start: int, stop: int, out: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Rows [start, stop): the array, and whether it is a private buffer (writable)."""
+        ...
+
+
+class _ArrayRows:
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> tuple[np.ndarray, bool]:
+        chunk = self.array[start:stop]
+        if chunk.flags.c_contiguous and chunk.dtype.isnative:
+            return chunk, False
+        out = out[: stop - start]
+        out[...] = chunk
+        return out, True
+
+
+class _StoredRows:
+    """Rows of an uncompressed npz member, read with pread into the caller's buffer."""
+
+    def __init__(self, fd: int, offset: int, row_bytes: int, dtype: np.dtype[Any]) -> None:
+        self.fd, self.offset, self.row_bytes, self.dtype = fd, offset, row_bytes, dtype
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> tuple[np.ndarray, bool]:
+        raw = _raw_view(out, stop - start, self.dtype)
+        _pread_into(self.fd, raw, self.offset + start * self.row_bytes)
+        return _native(out, stop - start, self.dtype), True
+
+
+class _StreamRows:
+    """Rows of a compressed npz member, decompressed in order."""
+
+    def __init__(self, fh: IO[bytes], row_bytes: int, dtype: np.dtype[Any]) -> None:
+        self.fh, self.row_bytes, self.dtype, self.pos = fh, row_bytes, dtype, 0
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> tuple[np.ndarray, bool]:
+        if start != self.pos:
+            raise AssertionError("compressed members are read in order")
+        raw = _raw_view(out, stop - start, self.dtype)
+        view = raw.data.cast("B")
+        got = 0
+        while got < len(view):
+            data = self.fh.read(min(len(view) - got, 16 * 1024 * 1024))
+            if not data:
+                raise DataError("an npz member ended early (truncated file)",
+                                hint="re-create the eval set")
+            view[got : got + len(data)] = data
+            got += len(data)
+        self.pos = stop
+        return _native(out, stop - start, self.dtype), True
+
+
+def _raw_view(out: np.ndarray, rows: int, dtype: np.dtype[Any]) -> np.ndarray:
+    """The first *rows* of *out* seen as the file's dtype (same itemsize)."""
+    return out[:rows].view(dtype) if dtype != out.dtype else out[:rows]
+
+
+def _native(out: np.ndarray, rows: int, dtype: np.dtype[Any]) -> np.ndarray:
+    part = out[:rows]
+    if not dtype.isnative:
+        raw = part.view(dtype)
+        part[...] = raw.astype(dtype.newbyteorder("="))
+    return part
+
+
+def _pread_into(fd: int, array: np.ndarray, offset: int) -> None:
+    view = array.data.cast("B")
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            raise DataError("an npz member ended early (truncated file)",
+                            hint="re-create the eval set")
+        done += n
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Member:
+    key: str
+    info: zipfile.ZipInfo
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    fortran: bool
+    header_len: int
+    data_offset: int | None  # file offset of the array bytes for an uncompressed member
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+class EvalData:
+    """An eval set: model inputs by name (read in row chunks) and validated labels ``y``.
+
+    Build it with :meth:`open` (an ``.npz`` path) or :meth:`from_arrays` (in memory).
+    """
+
+    def __init__(self, *, source: str, shapes: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
+                 y: np.ndarray, path: Path | None = None,
+                 members: Mapping[str, _Member] | None = None,
+                 arrays: Mapping[str, np.ndarray] | None = None) -> None:
+        self.source = source
+        self.shapes = dict(shapes)
+        self.y = y
+        self.path = path
+        self._members = dict(members or {})
+        self._arrays = dict(arrays or {})
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self.shapes)
+
+    # -- construction
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> EvalData:
+        """Parse an ``.npz`` eval set (headers and ``y`` only; inputs stay on disk)."""
+        p = Path(path)
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            raise DataError(f"{p}: no such file", hint="check the data path") from None
+        except OSError as exc:
+            raise DataError(f"{p}: cannot stat ({exc.strerror})", hint="check the path") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{p}: not a regular file", hint="point at an .npz file")
+        members: dict[str, _Member] = {}
+        try:
+            with zipfile.ZipFile(p) as zf, open(p, "rb") as raw:
+                for info in zf.infolist():
+                    if not info.filename.endswith(".npy"):
+                        continue
+                    member = _parse_member(p, zf, raw, info, st.st_size)
+                    if member.key in members:
+                        raise DataError(f"{p}: key {member.key!r} appears twice",
+                                        hint="re-create the eval set with np.savez")
+                    members[member.key] = member
+        except zipfile.BadZipFile as exc:
+            raise DataError(f"{p}: not an .npz file ({exc})",
+                            hint="save eval sets with numpy.savez") from None
+        except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+            raise DataError(f"{p}: unreadable .npz ({type(exc).__name__}: {_short(exc)})",
+                            hint="re-create the eval set with numpy.savez") from None
+        if "y" not in members:
+            raise DataError(f"{p}: no 'y' (labels) in the eval set; keys: "
+                            + (", ".join(sorted(members)) or "none"),
+                            hint="an eval set holds the model's inputs plus y (0/1 labels)")
+        y = _labels(p, _read_whole(p, members["y"]))
+        shapes = {k: (m.dtype, m.shape) for k, m in members.items() if k != "y"}
+        return cls(source=str(p), shapes=shapes, y=y, path=p, members=members)
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, source: str = "<arrays>") -> EvalData:
+        """An eval set held in memory: the model inputs by name plus ``y``."""
+        if "y" not in arrays:
+            raise DataError(f"{source}: no 'y' (labels)", hint="pass the labels as y")
+        held = {k: np.asarray(v) for k, v in arrays.items() if k != "y"}
+        for k, v in held.items():
+            if v.dtype.hasobject or v.dtype.fields is not None:
+                raise DataError(f"{source}: {k!r} has dtype {v.dtype}",
+                                hint="inputs must be plain numeric arrays")
+        y = _labels(Path(source), np.asarray(arrays["y"]))
+        return cls(source=source, shapes={k: (v.dtype, v.shape) for k, v in held.items()},
+                   y=y, arrays=held)
+
+    # -- reading
+
+    @contextmanager
+    def rows(self, names: list[str]) -> Iterator[dict[str, _Rows]]:
+        """Row readers for the named inputs, open for one pass in row order."""
+        with ExitStack() as stack:
+            readers: dict[str, _Rows] = {}
+            fd: int | None = None
+            zf: zipfile.ZipFile | None = None
+            for name in names:
+                if name in self._arrays:
+                    readers[name] = _ArrayRows(self._arrays[name])
+                    continue
+                m = self._members[name]
+                row_bytes = m.nbytes // m.shape[0] if m.shape and m.shape[0] else 0
+                if m.fortran or (m.data_offset is None and m.nbytes <= SMALL_MEMBER_BYTES):
+                    assert self.path is not None
+                    array = np.ascontiguousarray(_read_whole(self.path, m))
+                    if m.data_offset is None:
+                        self._arrays[name] = array  # small: keep for the next pass
+                    readers[name] = _ArrayRows(array)
+                elif m.data_offset is not None:
+                    if fd is None:
+                        fd = os.open(str(self.path), os.O_RDONLY)
+                        stack.callback(os.close, fd)
+                    readers[name] = _StoredRows(fd, m.data_offset, row_bytes, m.dtype)
+                else:
+                    if zf is None:
+                        zf = stack.enter_context(zipfile.ZipFile(str(self.path)))
+                    fh = stack.enter_context(zf.open(m.info))
+                    fh.read(m.header_len)
+                    readers[name] = _StreamRows(fh, row_bytes, m.dtype)
+            yield readers
+
+
+def _short(exc: object) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _parse_member(p: Path, zf: zipfile.ZipFile, raw: IO[bytes], info: zipfile.ZipInfo,
+                  file_size: int) -> _Member:
+    key = info.filename[:-4]
+    where = f"{p}: member {key!r}"
+    if info.flag_bits & 0x1:
+        raise DataError(f"{where} is encrypted", hint="save eval sets with numpy.savez")
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(fh, max_header_size=MAX_HEADER)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(fh, max_header_size=MAX_HEADER)
+        else:
+            raise DataError(f"{where}: unsupported .npy format {version}",
+                            hint="save plain numeric arrays with numpy.savez")
+        header_len = fh.tell()
+    shape, fortran, dtype = header
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise DataError(f"{where} has dtype {dtype} (objects and records are not read)",
+                        hint="eval sets hold plain numeric arrays; never pickles")
+    member = _Member(key=key, info=info, dtype=dtype, shape=tuple(int(d) for d in shape),
+                     fortran=bool(fortran) and len(shape) > 1, header_len=header_len,
+                     data_offset=None)
+    if info.file_size != header_len + member.nbytes:
+        raise DataError(f"{where}: header says {member.nbytes} bytes of data, the member has "
+                        f"{info.file_size - header_len}", hint="the file is truncated or corrupted")
+    if info.compress_type == zipfile.ZIP_STORED:
+        raw.seek(info.header_offset)
+        local = raw.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise DataError(f"{where}: bad zip local header", hint="the file is corrupted")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
+            + int.from_bytes(local[28:30], "little") + header_len
+        if start + member.nbytes > file_size:
+            raise DataError(f"{where}: data runs past the end of the file",
+                            hint="the file is truncated")
+        member = _Member(**{**member.__dict__, "data_offset": start})
+    return member
+
+
+def _read_whole(p: Path, m: _Member) -> np.ndarray:
+    """One member fully in memory (labels, small compressed inputs, Fortran order)."""
+    with zipfile.ZipFile(p) as zf, zf.open(m.info) as fh:
+        fh.read(m.header_len)
+        data = fh.read(m.nbytes)
+    if len(data) != m.nbytes:
+        raise DataError(f"{p}: member {m.key!r} is truncated", hint="re-create the eval set")
+    flat = np.frombuffer(data, dtype=m.dtype)
+    array = flat.reshape(m.shape, order="F") if m.fortran else flat.reshape(m.shape)
+    out: np.ndarray = array.astype(m.dtype.newbyteorder("="), copy=not m.dtype.isnative)
+    return out
+
+
+def _labels(p: Path, y: np.ndarray) -> np.ndarray:
+    """``y`` as int8 0/1, refusing anything else."""
+    if y.ndim != 1:
+        raise DataError(f"{p}: y has shape {list(y.shape)}, expected [N]",
+                        hint="labels are one 0/1 value per sample")
+    if y.size == 0:
+        raise DataError(f"{p}: the eval set has no samples", hint="use a non-empty eval set")
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{p}: y has dtype {y.dtype}", hint="labels are 0/1 integers")
+    bad = ~((y == 0) | (y == 1))
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(f"{p}: y[{first}] = {y[first]!r} is not 0 or 1 "
+                        f"({int(bad.sum())} such labels)", hint="labels must be 0 or 1")
+    return y.astype(np.int8)
+
+
+# ---------------------------------------------------------------- scorer
+
+
+class Scorer:
+    """A model loaded for scoring: guarded first load, then one in-process session.
+
+    Reuse one Scorer for repeated scoring (a calibration sweep): the session, the contract
+    and the parsed eval sets are kept between calls.
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str], *, threads: int = 1,
+                 batch_size: int = 1024, input_name: str | None = None,
+                 output_name: str | None = None, positive_index: int | None = None,
+                 contract: ModelContract | None = None, probe: bool = True,
+                 probe_timeout_s: float = 60.0) -> None:
+        if threads < 1:
+            raise ModelError(f"threads must be >= 1, got {threads}", hint="use --threads 1 or more")
+        if batch_size < 1:
+            raise ModelError(f"batch size must be >= 1, got {batch_size}",
+                             hint="use --batch-size 1 or more")
+        self.path = Path(model_path)
+        self.threads = threads
+        self.batch_size = batch_size
+        self.contract = contract if contract is not None else onnxmodel.load_contract(
+            self.path, input_name=input_name, output_name=output_name,
+            positive_index=positive_index)
+        if probe:
+            onnxmodel.probe_session(self.path, timeout_s=probe_timeout_s, threads=threads)
+        self.session = onnxmodel.make_session(self.path, threads=threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.features_output = self.contract.features_output
+        fetch = [self.contract.score_output]
+        if self.features_output and self.features_output not in fetch:
+            fetch.append(self.features_output)
+        self.fetch = fetch
+        first = self.contract.input(self.input_names[0]).shape if self.input_names else None
+        dim0 = first[0] if first else None
+        self.fixed_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
+        self._data: OrderedDict[tuple[Any, ...], EvalData] = OrderedDict()
+
+    # -- data
+
+    def data(
+        self, source: str | os.PathLike[str] | EvalData | Mapping[str, np.ndarray]
+    ) -> EvalData:
+        """An eval set checked against the model's inputs (cached per unchanged file)."""
+        if isinstance(source, EvalData):
+            data = source
+        elif isinstance(source, Mapping):
+            data = EvalData.from_arrays(source)
+        else:
+            p = Path(source)
+            try:
+                st = os.stat(p)
+                key: tuple[Any, ...] = (str(p.absolute()), st.st_dev, st.st_ino, st.st_size,
+                                        st.st_mtime_ns)
+            except OSError:
+                key = (str(p),)
+            cached = self._data.get(key)
+            if cached is None:
+                cached = EvalData.open(p)
+                self._data[key] = cached
+                while len(self._data) > 4:
+                    self._data.popitem(last=False)
+            data = cached
+        self._check(data)
+        return data
+
+    def _check(self, data: EvalData) -> None:
+        missing = [n for n in self.input_names if n not in data.shapes]
+        if missing:
+            raise DataError(
+                f"{data.source}: missing key(s) {', '.join(map(repr, missing))}; the model's "
+                f"inputs are {', '.join(map(repr, self.input_names))}, found "
+                f"{', '.join(map(repr, data.keys)) or 'none'}",
+                hint="an eval set's keys are the model's input names plus y",
+            )
+        for name in self.input_names:
+            info = self.contract.input(name)
+            dtype, shape = data.shapes[name]
+            want = _NP_DTYPES.get(info.dtype)
+            if want is None:
+                raise ModelError(f"{self.path}: input {info.describe()} has a dtype relgate "
+                                 "cannot feed", hint="use a model with numeric inputs")
+            if dtype.newbyteorder("=") != want:
+                raise DataError(f"{data.source}: {name!r} is {dtype}, the model wants {want}",
+                                hint=f"save {name!r} as {want} (e.g. x.astype(np.{want}))")
+            if len(shape) < 1 or shape[0] != data.n:
+                raise DataError(f"{data.source}: {name!r} has shape {list(shape)} but y has "
+                                f"{data.n} samples", hint="one row per label")
+            if info.shape is not None:
+                ok = len(shape) == len(info.shape) and all(
+                    not isinstance(d, int) or d == s
+                    for d, s in zip(info.shape[1:], shape[1:], strict=False))
+                if not ok:
+                    raise DataError(
+                        f"{data.source}: {name!r} has shape {list(shape)}, the model wants "
+                        f"{onnxmodel.format_shape(info.shape)}",
+                        hint="reshape the eval set to the model's input shape")
+
+    # -- scoring
+
+    def score(self, data: str | os.PathLike[str] | EvalData | Mapping[str, np.ndarray], *,
+              scale: float = 1.0, offset: float = 0.0,
+              progress: ProgressFn | None = None) -> ScoreResult:
+        """Score every sample; see the module docstring for the rules."""
+        ev = self.data(data)
+        n = ev.n
+        k = self.fixed_batch
+        step = self.batch_size if k is None else max(k, (self.batch_size // k) * k)
+        step = min(step, n) if k is None else step
+        transform = scale != 1.0 or offset != 0.0
+        buffers: dict[str, np.ndarray] = {}
+        pads: dict[str, np.ndarray] = {}
+        for name in self.input_names:
+            dtype, shape = ev.shapes[name]
+            native = dtype.newbyteorder("=")
+            buffers[name] = np.empty((step, *shape[1:]), dtype=native)
+            if k is not None:
+                pads[name] = np.empty((k, *shape[1:]), dtype=native)
+        floats = {n_ for n_ in self.input_names if ev.shapes[n_][0].kind in "fc"}
+        scores = np.empty(n, dtype=np.float64)
+        features: np.ndarray | None = None
+        with ev.rows(self.input_names) as readers:
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                m = stop - start
+                feeds: dict[str, np.ndarray] = {}
+                for name, reader in readers.items():
+                    chunk, owned = reader.read(start, stop, buffers[name])
+                    if transform and name in floats:
+                        work = chunk if owned else buffers[name][:m]
+                        np.multiply(chunk, chunk.dtype.type(scale), out=work)
+                        np.add(work, work.dtype.type(offset), out=work)
+                        chunk = work
+                    feeds[name] = chunk
+                if k is None:
+                    outs = self._run(feeds, start, stop)
+                    features = self._collect(outs, scores, features, start, m, n)
+                else:
+                    for j in range(0, m, k):
+                        part = {}
+                        for name, chunk in feeds.items():
+                            sub = chunk[j : j + k]
+                            if sub.shape[0] < k:
+                                pad = pads[name]
+                                pad[: sub.shape[0]] = sub
+                                pad[sub.shape[0] :] = sub[-1]
+                                sub = pad
+                            part[name] = sub
+                        take = min(k, m - j)
+                        outs = self._run(part, start + j, start + j + take)
+                        features = self._collect(outs, scores, features, start + j, take, n)
+                if progress is not None:
+                    progress(stop, n)
+        return ScoreResult(scores=scores, y=ev.y.copy(), features=features)
+
+    def _run(self, feeds: dict[str, np.ndarray], start: int, stop: int) -> list[np.ndarray]:
+        try:
+            outs: list[np.ndarray] = self.session.run(self.fetch, feeds)
+        except Exception as exc:
+            raise ModelError(
+                f"{self.path}: onnxruntime failed on samples {start}..{stop - 1}: {_short(exc)}",
+                hint="check that the eval set matches the model's inputs (relgate inspect)",
+            ) from None
+        return outs
+
+    def _collect(self, outs: list[np.ndarray], scores: np.ndarray, features: np.ndarray | None,
+                 start: int, m: int, n: int) -> np.ndarray | None:
+        c = self.contract
+        out = np.asarray(outs[0])
+        padded = self.fixed_batch is not None and out.shape[:1] == (self.fixed_batch,)
+        if out.shape[:1] != (m,) and not padded:
+            raise ModelError(f"{self.path}: output {c.score_output!r} returned shape "
+                             f"{list(out.shape)} for {m} samples", hint="check --output")
+        out = out[:m]
+        if c.score_kind == "score":
+            if out.ndim == 2 and out.shape[1] == 1:
+                value = out[:, 0]
+            elif out.ndim == 1 and c.positive_index is None:
+                value = out
+            else:
+                raise ModelError(f"{self.path}: output {c.score_output!r} returned shape "
+                                 f"{list(out.shape)}, expected [N] or [N, 1]",
+                                 hint="pick another output with --output")
+        elif c.score_kind == "probability" or c.positive_index is not None:
+            idx = c.positive_index if c.positive_index is not None else 1
+            if out.ndim != 2 or idx >= out.shape[1]:
+                raise ModelError(f"{self.path}: output {c.score_output!r} returned shape "
+                                 f"{list(out.shape)}; column {idx} does not exist",
+                                 hint="check --positive-index")
+            value = out[:, idx]
+        else:  # features: mean-pooled
+            if out.ndim != 2:
+                raise ModelError(f"{self.path}: features output {c.score_output!r} returned "
+                                 f"shape {list(out.shape)}, expected [N, D]",
+                                 hint="pick another output with --output")
+            value = out.mean(axis=1, dtype=np.float64)
+        scores[start : start + m] = value
+        if self.features_output is None:
+            return features
+        feats = np.asarray(outs[self.fetch.index(self.features_output)])[:m]
+        if feats.ndim != 2:
+            raise ModelError(f"{self.path}: features output {self.features_output!r} returned "
+                             f"shape {list(feats.shape)}, expected [N, D]",
+                             hint="pick the score output with --output")
+        if features is None:
+            features = np.empty((n, feats.shape[1]), dtype=feats.dtype)
+        elif feats.shape[1] != features.shape[1]:
+            raise ModelError(f"{self.path}: features output changed width between batches",
+                             hint="the model's features must have a fixed width")
+        features[start : start + m] = feats
+        return features
+
+
+# ---------------------------------------------------------------- the thin wrapper
+
+_SCORERS: OrderedDict[tuple[Any, ...], Scorer] = OrderedDict()
+_MAX_SCORERS = 2
+
+
+def _model_key(path: Path) -> tuple[Any, ...]:
+    files = [path] + [e.abspath for e in onnxmodel.external_data_files(path)]
+    out: list[Any] = [str(path.absolute())]
+    for f in files:
+        st = os.stat(f)
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def get_scorer(model_path: str | os.PathLike[str], *, threads: int = 1, batch_size: int = 1024,
+               input_name: str | None = None, output_name: str | None = None,
+               positive_index: int | None = None,
+               contract: ModelContract | None = None) -> Scorer:
+    """A Scorer for the model, reused while the model's files are unchanged."""
+    path = Path(model_path)
+    contract_key = None if contract is None else json.dumps(contract.to_dict(), sort_keys=True)
+    key = (_model_key(path), threads, batch_size, input_name, output_name, positive_index,
+           contract_key)
+    scorer = _SCORERS.get(key)
+    if scorer is None:
+        scorer = Scorer(path, threads=threads, batch_size=batch_size, input_name=input_name,
+                        output_name=output_name, positive_index=positive_index,
+                        contract=contract)
+        _SCORERS[key] = scorer
+        while len(_SCORERS) > _MAX_SCORERS:
+            _SCORERS.popitem(last=False)
+    else:
+        _SCORERS.move_to_end(key)
+    return scorer
+
+
+def score_dataset(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    *,
+    threads: int = 1,
+    batch_size: int = 1024,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    positive_index: int | None = None,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    progress: bool | ProgressFn | None = False,
+    contract: ModelContract | None = None,
+) -> ScoreResult:
+    """Score an ``.npz`` eval set with a model (see the module docstring).
+
+    Repeated calls with the same model and settings reuse one :class:`Scorer` (session and
+    parsed data), so a scale/offset sweep is cheap. ``progress=True`` shows a progress bar
+    on an interactive terminal (never in CI); a callable receives ``(done, total)``.
+    """
+    scorer = get_scorer(model_path, threads=threads, batch_size=batch_size,
+                        input_name=input_name, output_name=output_name,
+                        positive_index=positive_index, contract=contract)
+    if callable(progress):
+        return scorer.score(data_path, scale=scale, offset=offset, progress=progress)
+    if not progress:
+        return scorer.score(data_path, scale=scale, offset=offset)
+    from relgate.report.contract import progress_bar
+
+    with progress_bar(f"scoring {Path(data_path).name}") as update:
+        return scorer.score(data_path, scale=scale, offset=offset, progress=update)
+
+
+def write_scores(path: str | os.PathLike[str], result: ScoreResult) -> None:
+    """Write ``score`` (float64), ``y`` (int8) and ``features`` (when any) as an npz, atomically."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"score": result.scores, "y": result.y}
+    if result.features is not None:
+        arrays["features"] = result.features
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
