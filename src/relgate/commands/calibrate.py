@@ -1,0 +1,63 @@
+"""relgate calibrate: fit input scale/offset, probability map and threshold on the val split."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from relgate.errors import EXIT_OK
+
+HELP = "fit a calibration (scale/offset sweep, temperature or Platt, threshold) on the val split"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="MODEL.onnx", help="the ONNX model")
+    parser.add_argument("--data", required=True, metavar="VAL.npz",
+                        help="the validation split (.npz: the model's input names plus y); "
+                             "never the test split")
+    parser.add_argument("--out", default="analysis/calibration.json", metavar="FILE",
+                        help="where to write the calibration record (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml", metavar="FILE",
+                        help="params file with the calibrate: section (default: %(default)s)")
+    parser.add_argument("--split", metavar="NAME",
+                        help="name recorded for the fit split (default: the data file's stem)")
+    parser.add_argument("--plots-dir", metavar="DIR",
+                        help="also write DIR/calibration_sweep.csv (scale, offset, auc) "
+                             "for dvc plots")
+    parser.add_argument("--input", dest="input_name", metavar="NAME",
+                        help="the model input to feed (default: the first input)")
+    parser.add_argument("--output", dest="output_name", metavar="NAME",
+                        help="the model output to read scores from (default: auto-detected)")
+    parser.add_argument("--positive-index", type=int, metavar="I",
+                        help="column of the positive class in a probability or features output")
+    parser.add_argument("--json", action="store_true",
+                        help="print the calibration record as JSON instead of a summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from relgate.calibration import calibrate_model
+    from relgate.jsonio import atomic_write_bytes, write_json
+    from relgate.params import load_params
+    from relgate.report import console, print_json, progress_enabled
+    from relgate.report.validation import render_calibration
+    from relgate.validation import sweep_csv
+
+    params = load_params(args.params)
+    outcome = calibrate_model(
+        args.model, args.data, params=params, split=args.split,
+        input_name=args.input_name, output_name=args.output_name,
+        positive_index=args.positive_index, progress=progress_enabled(),
+    )
+    write_json(args.out, outcome.record)
+    if args.plots_dir:
+        atomic_write_bytes(Path(args.plots_dir) / "calibration_sweep.csv",
+                           sweep_csv(outcome.record))
+    for note in outcome.notes:
+        sys.stderr.write(f"relgate: note: {note}\n")
+    if args.json:
+        print_json(outcome.record)
+    else:
+        render_calibration(outcome.record, console(), out=args.out)
+    return EXIT_OK

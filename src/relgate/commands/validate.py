@@ -1,0 +1,71 @@
+"""relgate validate: metrics with intervals, health stats and gates for a model on a split."""
+
+from __future__ import annotations
+
+import argparse
+
+from relgate.errors import EXIT_OK, EXIT_REFUSED
+
+HELP = ("validate a model on a split (calibration applied): metrics with intervals, gates, "
+        "a schema-valid report; exit 1 when gates fail")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="MODEL.onnx", help="the ONNX model")
+    parser.add_argument("--data", required=True, metavar="TEST.npz",
+                        help="the split to validate on (.npz: the model's input names plus y)")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="a calibration record from relgate calibrate (refused when it was "
+                             "fit on this data or for another model); default: raw scores")
+    parser.add_argument("--out", default="analysis/validation_report.json", metavar="FILE",
+                        help="where to write the validation report (default: %(default)s)")
+    parser.add_argument("--params", default="params.yaml", metavar="FILE",
+                        help="params file with gates:, validate: and evaluate: "
+                             "(default: %(default)s)")
+    parser.add_argument("--metrics-out", metavar="FILE",
+                        help="also write a flat metrics file for dvc metrics")
+    parser.add_argument("--plots-dir", metavar="DIR",
+                        help="also write roc.csv, pr.csv and reliability.csv for dvc plots")
+    parser.add_argument("--threshold", type=float, metavar="P",
+                        help="decision threshold on the probability (default: the calibration's, "
+                             "else 0.5)")
+    parser.add_argument("--split", metavar="NAME",
+                        help="name recorded for the split (default: the data file's stem)")
+    parser.add_argument("--input", dest="input_name", metavar="NAME",
+                        help="the model input to feed (default: the first input)")
+    parser.add_argument("--output", dest="output_name", metavar="NAME",
+                        help="the model output to read scores from (default: auto-detected)")
+    parser.add_argument("--positive-index", type=int, metavar="I",
+                        help="column of the positive class in a probability or features output")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON instead of a summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from relgate.errors import UsageError
+    from relgate.jsonio import write_json
+    from relgate.params import load_params
+    from relgate.report import console, print_json, progress_enabled
+    from relgate.report.validation import render_validation
+    from relgate.validation import flat_metrics, run_validation, write_plots
+
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold {args.threshold:g} is not a probability",
+                         hint="give a value in [0, 1]")
+    params = load_params(args.params)
+    outcome = run_validation(
+        args.model, args.data, params=params, calibration_path=args.calibration,
+        split=args.split, threshold=args.threshold, input_name=args.input_name,
+        output_name=args.output_name, positive_index=args.positive_index,
+        progress=progress_enabled(),
+    )
+    write_json(args.out, outcome.report)
+    if args.metrics_out:
+        write_json(args.metrics_out, flat_metrics(outcome.report))
+    if args.plots_dir:
+        write_plots(outcome, args.plots_dir, bins=params.validate.ece_bins)
+    if args.json:
+        print_json(outcome.report)
+    else:
+        render_validation(outcome.report, console(), out=args.out)
+    return EXIT_OK if outcome.passed else EXIT_REFUSED

@@ -1,0 +1,101 @@
+"""Terminal summaries of a calibration record and of a validation report.
+
+Short on purpose: the verdict first, then the numbers a reviewer looks at
+(metrics with their intervals, one line per gate). The full record is the
+JSON file; ``--json`` prints it instead of this summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    return f"{float(value):.{digits}f}"
+
+
+def render_calibration(record: Mapping[str, Any], console: Any, *, out: str | None = None) -> None:
+    """One table: the chosen input transform, the probability map, the threshold, ECE and Brier."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    prob = record["probability"]
+    thr = record["threshold"]
+    table = Table(title="calibration", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value")
+    split = record["fit_split"]
+    table.add_row("fit on", escape(f"{split['name']} ({split['path']}, n={split['n']})"))
+    table.add_row("input", f"x * {record['input']['scale']:g} + {record['input']['offset']:g}")
+    if record.get("sweep"):
+        sw = record["sweep"]
+        table.add_row("sweep", f"{len(sw['scales'])} scales x {len(sw['offsets'])} offsets")
+    mapping = f"{prob['method']}: p = sigmoid({prob['a']:.6g} * s + {prob['b']:.6g})"
+    if prob.get("temperature") is not None:
+        mapping += f", T = {prob['temperature']:.6g}"
+    if prob["score_is_probability"]:
+        mapping += " (s = logit of the probability output)"
+    table.add_row("probability", mapping)
+    detail = f"{thr['value']:.6g} ({thr['strategy']}"
+    if thr.get("precision_target") is not None:
+        detail += f", precision target {thr['precision_target']:g}"
+    detail += f"): precision {_num(thr.get('precision'))}, recall {_num(thr.get('recall'))}, " \
+              f"f1 {_num(thr.get('f1'))}"
+    table.add_row("threshold", detail)
+    band = record.get("inconclusive")
+    if band:
+        table.add_row("no conclusive", escape(f"[{band['low']:.4g}, {band['high']:.4g}) "
+                                              f"share {_num(band.get('share'))}"))
+    ece = record["ece"]
+    table.add_row(f"ECE ({ece['bins']} bins)", f"{_num(ece['before'])} -> {_num(ece['after'])}")
+    if record.get("brier"):
+        brier = record["brier"]
+        table.add_row("Brier", f"{_num(brier['before'])} -> {_num(brier['after'])}")
+    console.print(table)
+    if out:
+        console.print(escape(f"wrote {out}"))
+
+
+def render_validation(report: Mapping[str, Any], console: Any, *, out: str | None = None) -> None:
+    """The verdict, metrics with intervals, and one row per gate."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    data = report["data"]
+    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
+    console.print(
+        f"{verdict}  "
+        + escape(f"{report['model']['path']} on {data.get('split', '')} "
+                 f"({data['path']}, n={data['n']}, pos={data['n_pos']}, neg={data['n_neg']}), "
+                 f"threshold {report['threshold']:.6g}")
+    )
+    boot = report.get("bootstrap") or {}
+    conf = f"{boot.get('confidence', 0) * 100:g}% CI" if boot.get("resamples") else "CI"
+    metrics = Table(title="metrics", title_justify="left")
+    for col in ("metric", "value", conf, "note"):
+        metrics.add_column(col)
+    for name, entry in report["metrics"].items():
+        lo, hi = entry.get("ci_low"), entry.get("ci_high")
+        ci = "-" if lo is None or hi is None else escape(f"[{_num(lo)}, {_num(hi)}]")
+        metrics.add_row(name, _num(entry.get("value")), ci, escape(entry.get("reason", "")))
+    console.print(metrics)
+    gates = Table(title=f"gates (mode {report['gates']['mode']})", title_justify="left")
+    for col in ("gate", "observed", "result", "reason"):
+        gates.add_column(col)
+    for r in report["gates"]["results"]:
+        where = "" if r["on"] == "point" else f" ({r['on']})"
+        mark = "[green]pass[/green]" if r["passed"] else "[red]fail[/red]"
+        gates.add_row(escape(f"{r['metric']}{where} {r['op']} {r['bound']:g}"),
+                      _num(r["observed"]), mark, escape(r["reason"]))
+    console.print(gates)
+    for reason in report["reasons"]:
+        console.print(f"[red]reason:[/red] {escape(reason)}")
+    if out:
+        console.print(escape(f"wrote {out}"))

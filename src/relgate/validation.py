@@ -1,0 +1,368 @@
+"""The validation report: one model, one data set, the calibration applied, every number pinned.
+
+``validate_model`` scores a model on a split (normally the test split) with the
+calibration's input scale/offset, maps the scores through the calibration,
+computes metrics with bootstrap intervals and output health stats, applies the
+gates from params, and returns a ``validation-report`` record that keeps the
+shape users already gate CI on (``passed``, ``stats``, ``reasons``) and adds
+what makes it reproducible (model and data sha256, contract, calibration,
+environment). Promotion calls the same function to re-evaluate, so the report
+and its reproduction share one code path.
+
+Two calibrations are refused outright (exit 2): one fit on the very data being
+validated (its numbers would be optimistic), and one fit for another model.
+
+The plot helpers at the end turn labels and probabilities into small CSV
+files (ROC, precision-recall, reliability diagram, the scale/offset sweep)
+that ``dvc plots`` renders.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from relgate.calibration import (
+    apply_calibration,
+    load_calibration,
+    split_name,
+    uncalibrated_probability,
+)
+from relgate.errors import DataError
+from relgate.params import Params
+
+SCHEMA_VERSION = 1
+DEFAULT_THRESHOLD = 0.5
+MAX_CURVE_POINTS = 1000
+STAT_NAMES = ("auc", "mean_std", "high_corr_frac", "frac_sig")
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidationOutcome:
+    """The report record plus the labels and probabilities behind it (for the plots)."""
+
+    report: dict[str, Any]
+    y: npt.NDArray[np.int8]
+    prob: FloatArray
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["passed"])
+
+
+def run_validation(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    *,
+    params: Params,
+    calibration_path: str | os.PathLike[str] | None = None,
+    model_label: str | None = None,
+    data_label: str | None = None,
+    calibration_label: str | None = None,
+    split: str | None = None,
+    threshold: float | None = None,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    positive_index: int | None = None,
+    progress: Callable[..., Any] | bool | None = None,
+) -> ValidationOutcome:
+    """Validate *model_path* on *data_path* (module docstring); labels name paths in the report."""
+    from relgate import schemas
+    from relgate.calibration import detect_score_is_probability
+    from relgate.gates import apply_gates
+    from relgate.hashing import sha256_file
+    from relgate.metrics import evaluate_metrics
+    from relgate.onnxmodel import check_contract, load_contract, model_digest
+    from relgate.provenance import package_versions
+    from relgate.scoring import score_dataset
+
+    model_path, data_path = Path(model_path), Path(data_path)
+    digest = model_digest(model_path)
+    data_sha = _sha256_data(data_path, sha256_file)
+
+    calibration: dict[str, Any] | None = None
+    calibration_ref: dict[str, Any] | None = None
+    if calibration_path is not None:
+        calibration = load_calibration(calibration_path)
+        check_calibration_applies(
+            calibration, model_sha256=digest.sha256, data_sha256=data_sha,
+            calibration_source=str(calibration_path), data_source=str(data_path),
+        )
+        calibration_ref = {
+            "path": calibration_label or str(calibration_path),
+            "sha256": sha256_file(calibration_path),
+            "fit_split_sha256": calibration["fit_split"]["sha256"],
+        }
+
+    contract = load_contract(model_path, input_name=input_name, output_name=output_name,
+                             positive_index=positive_index)
+    if params.contract is not None:
+        check_contract(contract, params.contract)
+    is_prob = detect_score_is_probability(model_path, contract)
+    fit_prob = None if calibration is None else calibration["probability"]["score_is_probability"]
+    if fit_prob is not None and bool(fit_prob) != is_prob:
+        raise DataError(
+            f"{calibration_path}: the calibration was fit on a "
+            f"{'probability' if not is_prob else 'raw score'} output, but the model's score output "
+            f"{contract.to_dict().get('score_output')!r} is a "
+            f"{'probability' if is_prob else 'raw score'}",
+            hint="validate with the same --output / --positive-index the calibration used",
+        )
+
+    scale, offset = (1.0, 0.0)
+    if calibration is not None:
+        scale, offset = float(calibration["input"]["scale"]), float(calibration["input"]["offset"])
+    result = score_dataset(
+        model_path, data_path,
+        threads=params.evaluate.threads, batch_size=params.evaluate.batch_size,
+        input_name=input_name, output_name=output_name, positive_index=positive_index,
+        scale=scale, offset=offset, progress=progress, contract=contract,
+    )
+    scores = np.asarray(result.scores, dtype=np.float64)
+    y = np.asarray(result.y).astype(np.int8)
+    if calibration is not None:
+        prob = apply_calibration(scores, calibration)
+        thr = float(calibration["threshold"]["value"]) if threshold is None else float(threshold)
+    else:
+        prob = uncalibrated_probability(scores, score_is_probability=is_prob)
+        thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+
+    boot = params.validate.bootstrap
+    health_input = result.features if result.features is not None else scores
+    estimates = evaluate_metrics(
+        y, prob, thr, resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
+        ece_bins=params.validate.ece_bins, features=health_input,
+    )
+    verdict = apply_gates(params.gates, estimates)
+    metrics = {name: est.to_dict() for name, est in sorted(estimates.items())}
+    n_pos = int(np.sum(y == 1))
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "validation-report",
+        "passed": bool(verdict.passed),
+        "stats": {name: _stat(metrics, name) for name in STAT_NAMES},
+        "reasons": [] if verdict.passed else list(verdict.reasons),
+        "model": {
+            "path": model_label or str(model_path),
+            "sha256": digest.sha256,
+            "files": [_file_entry(f) for f in digest.files],
+            "contract": contract.to_dict(),
+        },
+        "data": {
+            "path": data_label or str(data_path),
+            "sha256": data_sha,
+            "split": split or split_name(data_path),
+            "n": int(y.size),
+            "n_pos": n_pos,
+            "n_neg": int(y.size) - n_pos,
+        },
+        "calibration": calibration_ref,
+        "threshold": thr,
+        "metrics": metrics,
+        "bootstrap": {
+            "resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed,
+        },
+        "gates": verdict.to_dict(),
+        "environment": package_versions(),
+    }
+    schemas.validate(report, "validation-report", source="validation report")
+    return ValidationOutcome(report=report, y=y, prob=prob)
+
+
+def validate_model(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    *,
+    params: Params,
+    calibration_path: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The validation-report record (schema-valid) for *model_path* on *data_path*."""
+    return run_validation(model_path, data_path, params=params, calibration_path=calibration_path,
+                          **options).report
+
+
+def check_calibration_applies(
+    calibration: Mapping[str, Any],
+    *,
+    model_sha256: str,
+    data_sha256: str,
+    calibration_source: str = "calibration",
+    data_source: str = "data",
+) -> None:
+    """Refuse a calibration fit on the data being validated, or fit for another model (exit 2)."""
+    if calibration["fit_split"]["sha256"] == data_sha256:
+        raise DataError(
+            f"{calibration_source}: calibration was fit on the test split ({data_source} has the "
+            f"same sha256 as its fit split {calibration['fit_split']['path']!r})",
+            hint="fit the calibration on the validation split (relgate calibrate --data VAL.npz)",
+        )
+    if calibration["model"]["sha256"] != model_sha256:
+        raise DataError(
+            f"{calibration_source}: calibration was fit for another model (sha256 "
+            f"{calibration['model']['sha256'][:12]}…, this model is {model_sha256[:12]}…)",
+            hint="re-run relgate calibrate for this model",
+        )
+
+
+def _sha256_data(path: Path, sha256_file: Callable[[Path], str]) -> str:
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file", hint="check the --data path") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory", hint="point --data at an .npz file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})", hint="check the file") from None
+
+
+def _stat(metrics: Mapping[str, Mapping[str, Any]], name: str) -> float | None:
+    entry = metrics.get(name)
+    return None if entry is None else entry.get("value")
+
+
+def _file_entry(entry: Any) -> dict[str, Any]:
+    if isinstance(entry, Mapping):
+        return {"path": entry["path"], "size": int(entry["size"]), "sha256": entry["sha256"]}
+    to_dict = getattr(entry, "to_dict", None)
+    if to_dict is not None:
+        return _file_entry(to_dict())
+    return {"path": entry.path, "size": int(entry.size), "sha256": entry.sha256}
+
+
+def flat_metrics(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat metrics file for ``dvc metrics``: each metric with its interval, threshold, verdict.
+
+    Undefined values are left out (DVC skips nulls anyway) so diffs stay clean.
+    """
+    out: dict[str, Any] = {}
+    for name, entry in sorted(report["metrics"].items()):
+        for field, suffix in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high")):
+            value = entry.get(field)
+            if value is not None:
+                out[name + suffix] = value
+    out["threshold"] = report["threshold"]
+    out["gates_passed"] = bool(report["passed"])
+    out["n"] = report["data"]["n"]
+    return out
+
+
+# ---------------------------------------------------------------- plot data
+
+
+def _distinct_cuts(
+    y: npt.ArrayLike, prob: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Distinct thresholds (descending) with cumulative TP and FP at ``prob >= threshold``."""
+    labels = np.asarray(y).ravel().astype(bool)
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    order = np.argsort(-p, kind="mergesort")
+    ps, ls = p[order], labels[order]
+    last = np.r_[ps[1:] != ps[:-1], True] if ps.size else np.zeros(0, dtype=bool)
+    tp = np.cumsum(ls)[last].astype(np.float64)
+    fp = np.cumsum(~ls)[last].astype(np.float64)
+    return ps[last], tp, fp
+
+
+def _thin(n: int, limit: int = MAX_CURVE_POINTS) -> npt.NDArray[np.intp]:
+    """At most *limit* evenly spaced indices into 0..n-1, first and last kept."""
+    if n <= limit:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, limit)).astype(np.intp))
+
+
+def roc_points(y: npt.ArrayLike, prob: npt.ArrayLike) -> list[tuple[float, float, float | None]]:
+    """(fpr, tpr, threshold) from (0, 0) to (1, 1); threshold None for the (0, 0) start."""
+    thr, tp, fp = _distinct_cuts(y, prob)
+    n_pos, n_neg = (tp[-1], fp[-1]) if tp.size else (0.0, 0.0)
+    if n_pos == 0 or n_neg == 0:
+        return []
+    keep = _thin(thr.size)
+    rows: list[tuple[float, float, float | None]] = [(0.0, 0.0, None)]
+    rows += [(float(fp[i] / n_neg), float(tp[i] / n_pos), float(thr[i])) for i in keep]
+    return rows
+
+
+def pr_points(y: npt.ArrayLike, prob: npt.ArrayLike) -> list[tuple[float, float, float]]:
+    """(recall, precision, threshold) at each distinct threshold, highest threshold first."""
+    thr, tp, fp = _distinct_cuts(y, prob)
+    if not tp.size or tp[-1] == 0:
+        return []
+    keep = _thin(thr.size)
+    return [(float(tp[i] / tp[-1]), float(tp[i] / (tp[i] + fp[i])), float(thr[i])) for i in keep]
+
+
+def reliability_bins(
+    y: npt.ArrayLike, prob: npt.ArrayLike, bins: int
+) -> list[tuple[int, float, float, int, float | None, float | None]]:
+    """(bin, lower, upper, count, mean predicted, observed positive rate) over equal-width bins.
+
+    Bin k holds lower <= p < upper; the last bin also holds p == 1 (as ECE bins do).
+    """
+    labels = np.asarray(y).ravel().astype(np.float64)
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    idx = np.minimum((p * bins).astype(np.intp), bins - 1)
+    rows: list[tuple[int, float, float, int, float | None, float | None]] = []
+    for k in range(bins):
+        mask = idx == k
+        count = int(mask.sum())
+        rows.append((k, k / bins, (k + 1) / bins, count,
+                     float(p[mask].mean()) if count else None,
+                     float(labels[mask].mean()) if count else None))
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(0.0 if value == 0.0 else value) if math.isfinite(value) else ""
+    return str(value)
+
+
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """Deterministic CSV: shortest round-trip floats, empty cell for undefined, '\\n' line ends."""
+    lines = [",".join(header)]
+    lines += [",".join(_cell(v) for v in row) for row in rows]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def write_plots(
+    outcome: ValidationOutcome, folder: str | os.PathLike[str], *, bins: int
+) -> list[Path]:
+    """Write roc.csv, pr.csv and reliability.csv for ``dvc plots``; returns the paths written."""
+    from relgate.jsonio import atomic_write_bytes
+
+    target = Path(folder)
+    files = {
+        "roc.csv": csv_bytes(("fpr", "tpr", "threshold"), roc_points(outcome.y, outcome.prob)),
+        "pr.csv": csv_bytes(("recall", "precision", "threshold"),
+                            pr_points(outcome.y, outcome.prob)),
+        "reliability.csv": csv_bytes(
+            ("bin", "lower", "upper", "count", "mean_predicted", "fraction_positive"),
+            reliability_bins(outcome.y, outcome.prob, bins),
+        ),
+    }
+    written = []
+    for name, data in files.items():
+        atomic_write_bytes(target / name, data)
+        written.append(target / name)
+    return written
+
+
+def sweep_csv(calibration: Mapping[str, Any]) -> bytes:
+    """The scale/offset sweep in long format (scale, offset, auc) for a heatmap."""
+    from relgate.calibration import Sweep
+
+    sweep = calibration.get("sweep")
+    rows = [] if not sweep else Sweep.from_dict(sweep).long_rows()
+    return csv_bytes(("scale", "offset", "auc"), rows)
