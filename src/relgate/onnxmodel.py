@@ -843,11 +843,12 @@ def _probe_cached(
         raise ModelError(f"{path}: cannot start the model probe ({exc.strerror})",
                          hint="check the Python installation") from None
     if proc.returncode != 0:
-        raise ModelError(
-            f"{path}: {describe_child_failure(proc.returncode, proc.stderr, memory_mb=limit)}",
-            hint="the model is malformed or hostile; re-export it (relgate did not load it "
-                 "in-process)",
-        )
+        why = describe_child_failure(proc.returncode, proc.stderr, memory_mb=limit)
+        hint = ("the model needs far more memory than its size suggests; it may be hostile"
+                if "memory" in why else
+                "the model is malformed or hostile; re-export it (relgate did not load it "
+                "in-process)")
+        raise ModelError(f"{path}: {why}", hint=hint)
 
 
 def make_session(path: str | os.PathLike[str], *, threads: int = 1) -> Any:

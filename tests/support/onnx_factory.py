@@ -116,20 +116,29 @@ def token_model(folder: Path, *, seed: int = 1, name: str = "tokens.onnx") -> Pa
     return _save(_model(graph), folder / name)
 
 
-def fixed_batch1_model(folder: Path, *, seed: int = 2, name: str = "fixed1.onnx") -> Path:
-    """``x float [1, 1600] -> score float [1, 1]`` (as the seed's models: batch fixed to 1)."""
-    rng = np.random.default_rng(seed)
-    w = (rng.normal(size=(WAVE, 1)) / 40).astype(np.float32)
+def fixed_batch1_model(folder: Path, *, seed: int = 2, batch: int = 1,
+                       name: str = "fixed1.onnx") -> Path:
+    """``x float [1, 1600] -> score float [1, 1]`` (as the seed's models: batch fixed to 1).
+
+    ``batch`` fixes another batch size (to exercise padding of the last batch).
+    """
+    w = fixed_weight(seed)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["xw"]),
          helper.make_node("Add", ["xw", "b"], ["score"])],
-        "fixed_batch_1",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WAVE])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 1])],
+        "fixed_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, WAVE])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch, 1])],
         initializer=[numpy_helper.from_array(w, "w"),
                      numpy_helper.from_array(np.array([0.05], dtype=np.float32), "b")],
     )
     return _save(_model(graph), folder / name)
+
+
+def fixed_weight(seed: int = 2) -> np.ndarray:
+    """The weight of :func:`fixed_batch1_model` (bias 0.05), for oracles."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(WAVE, 1)) / 40).astype(np.float32)
 
 
 def probability_model(folder: Path, coef: np.ndarray, intercept: float, *,
