@@ -181,7 +181,8 @@ def test_evaluate_each_model_kind(cli: Any, models: dict[str, Path], data: dict[
 
 def test_evaluate_scale_offset_and_params(cli: Any, models: dict[str, Path],
                                           data: dict[str, Path], tmp_path: Path) -> None:
-    params = {"schema_version": 1, "gates": {"mode": "all", "rules": [{"metric": "auc", "op": ">=", "value": 0.8}]},
+    params = {"schema_version": 1,
+              "gates": {"mode": "all", "rules": [{"metric": "auc", "op": ">=", "value": 0.8}]},
               "release": {"name": "v1", "promoted": {"path": "models/m.onnx"}},
               "evaluate": {"threads": 2, "batch_size": 16}}
     (tmp_path / "params.yaml").write_text(json.dumps(params))

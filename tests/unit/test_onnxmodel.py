@@ -185,7 +185,7 @@ def test_hostile_file_is_one_line_model_error(hostile: dict[str, f.Hostile], cas
 def test_digest_and_probe_refuse_before_reading(hostile: dict[str, f.Hostile], case: str) -> None:
     h = hostile[case]
     for fn in (om.model_digest, om.external_data_files, om.probe_session):
-        with pytest.raises(ModelError, match="external data|outside the"):
+        with pytest.raises(ModelError, match=r"external data|outside the"):
             fn(h.path)
 
 
