@@ -10,6 +10,11 @@ stage applied. It writes
   ``recall``, ``ece``, ``brier``, health stats, ``threshold``, ``gates_passed``, ``n``);
 * ``analysis/plots/{roc,pr,reliability}.csv`` for ``dvc plots``.
 
+When ``gates.baseline.release`` names a previous release, its bundle
+(``<release.core_dir>/<release>/``) is scored on the same test split and the
+paired deltas go into the report's ``baseline`` block for the "no worse than"
+gates.
+
 Failing gates do **not** fail this stage (exit 0, with a line on stderr). The
 report records the verdict (``passed: false`` and the reasons) and
 ``relgate promote`` refuses such a model; failing the stage instead would make
@@ -26,7 +31,7 @@ import sys
 
 from relgate.jsonio import write_json
 from relgate.params import load_params
-from relgate.validation import flat_metrics, run_validation, write_plots
+from relgate.validation import baseline_for_params, flat_metrics, run_validation, write_plots
 from stages.common import PARAMS_FILE, run_stage
 
 METRICS_FILE = "analysis/metrics.json"
@@ -37,7 +42,8 @@ def main() -> int:
     params = load_params(PARAMS_FILE)
     spec = params.release
     outcome = run_validation(spec.promoted.path, spec.data, params=params,
-                             calibration_path=spec.calibration, split="test")
+                             calibration_path=spec.calibration, split="test",
+                             baseline=baseline_for_params(params))
     report = outcome.report
     write_json(spec.report, report)
     write_json(METRICS_FILE, flat_metrics(report))

@@ -59,6 +59,68 @@ class ValidationOutcome:
         return bool(self.report["passed"])
 
 
+@dataclass(frozen=True, kw_only=True)
+class Baseline:
+    """The previous release to compare against: its model and the calibration it shipped with."""
+
+    name: str
+    model_path: Path
+    calibration_path: Path | None = None
+    output_name: str | None = None
+    positive_index: int | None = None
+    expected_sha256: str | None = None
+
+
+def baseline_from_bundle(bundle_dir: str | os.PathLike[str]) -> Baseline:
+    """The promoted model of a published bundle (``models/core/<release>/``) as a baseline.
+
+    Reads the bundle's ``release.json`` (schema ``release``) for the promoted
+    artifact's path, sha256 and contract; the bundle's ``calibration.json`` is
+    used when the release shipped one.
+    """
+    from relgate import schemas
+    from relgate.jsonio import read_json
+
+    folder = Path(bundle_dir)
+    record_path = folder / "release.json"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: previous release bundle not found",
+                        hint="dvc pull it (or dvc import it), or drop gates.baseline")
+    record = read_json(record_path)
+    schemas.validate(record, "release", source=str(record_path))
+    promoted = [a for a in record["artifacts"] if a["role"] == "promoted"]
+    if len(promoted) != 1:
+        raise DataError(f"{record_path}: expected one promoted artifact, found {len(promoted)}",
+                        hint="point --baseline at a bundle published by relgate promote")
+    art = promoted[0]
+    contract = art.get("contract") or {}
+    has_calibration = (record.get("evidence") or {}).get("calibration") is not None
+    return Baseline(
+        name=str(record["name"]),
+        model_path=folder / art["path"],
+        calibration_path=folder / "calibration.json" if has_calibration else None,
+        output_name=contract.get("score_output"),
+        positive_index=contract.get("positive_index"),
+        expected_sha256=str(art["sha256"]),
+    )
+
+
+def baseline_for_params(params: Params, *, root: str | os.PathLike[str] | None = None) -> (
+    Baseline | None
+):
+    """The previous release named by ``gates.baseline.release``, from ``<core_dir>/<release>/``.
+
+    None when params name no previous release (then baseline gates fail closed:
+    there is nothing to compare with). A named release whose bundle is absent is
+    a DataError: fetch it (``dvc pull``) rather than skip the comparison.
+    """
+    spec = params.gates.baseline
+    if spec is None or not spec.release:
+        return None
+    base = Path.cwd() if root is None else Path(root)
+    return baseline_from_bundle(base / params.release.core_dir / spec.release)
+
+
 def run_validation(
     model_path: str | os.PathLike[str],
     data_path: str | os.PathLike[str],
@@ -73,6 +135,7 @@ def run_validation(
     input_name: str | None = None,
     output_name: str | None = None,
     positive_index: int | None = None,
+    baseline: Baseline | None = None,
     progress: Callable[..., Any] | bool | None = None,
 ) -> ValidationOutcome:
     """Validate *model_path* on *data_path* (module docstring); labels name paths in the report."""
@@ -142,7 +205,15 @@ def run_validation(
         y, prob, thr, resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
         ece_bins=params.validate.ece_bins, features=health_input,
     )
-    verdict = apply_gates(params.gates, estimates)
+    comparison: dict[str, Any] | None = None
+    if baseline is not None:
+        comparison = compare_with_baseline(
+            baseline, data_path, data_sha, y=y, prob=prob, threshold=thr,
+            features=health_input, params=params, progress=progress,
+        )
+    deltas = None if comparison is None else comparison["estimates"]
+    verdict = apply_gates(params.gates, estimates, deltas=deltas,
+                          baseline_name=None if baseline is None else baseline.name)
     metrics = {name: est.to_dict() for name, est in sorted(estimates.items())}
     n_pos = int(np.sum(y == 1))
     report: dict[str, Any] = {
@@ -174,6 +245,8 @@ def run_validation(
         "gates": verdict.to_dict(),
         "environment": package_versions(),
     }
+    if comparison is not None:
+        report["baseline"] = comparison["record"]
     schemas.validate(report, "validation-report", source="validation report")
     return ValidationOutcome(report=report, y=y, prob=prob)
 
@@ -189,6 +262,101 @@ def validate_model(
     """The validation-report record (schema-valid) for *model_path* on *data_path*."""
     return run_validation(model_path, data_path, params=params, calibration_path=calibration_path,
                           **options).report
+
+
+def compare_with_baseline(
+    baseline: Baseline,
+    data_path: Path,
+    data_sha: str,
+    *,
+    y: npt.NDArray[np.int8],
+    prob: FloatArray,
+    threshold: float,
+    features: Any,
+    params: Params,
+    progress: Callable[..., Any] | bool | None = None,
+) -> dict[str, Any]:
+    """Score the previous release on the same samples and take paired deltas (candidate - baseline).
+
+    Deltas are computed for the metrics named in ``gates.baseline.max_drop``
+    (every bootstrap metric when no baseline block is set): a paired bootstrap
+    (same resamples for both models) for ranking and threshold metrics, a point
+    difference for the health stats.
+    """
+    from relgate.metrics import (
+        BOOTSTRAP_METRICS,
+        MetricEstimate,
+        health_stats,
+        paired_bootstrap_delta,
+    )
+    from relgate.onnxmodel import load_contract, model_digest
+    from relgate.scoring import score_dataset
+
+    digest = model_digest(baseline.model_path)
+    if baseline.expected_sha256 is not None and digest.sha256 != baseline.expected_sha256:
+        raise DataError(
+            f"{baseline.model_path}: the baseline model does not match its release record "
+            f"(sha256 {digest.sha256[:12]}…, recorded {baseline.expected_sha256[:12]}…)",
+            hint="relgate verify the previous release's bundle, or dvc pull it again",
+        )
+    calibration = None
+    if baseline.calibration_path is not None:
+        calibration = load_calibration(baseline.calibration_path)
+        check_calibration_applies(
+            calibration, model_sha256=digest.sha256, data_sha256=data_sha,
+            calibration_source=str(baseline.calibration_path), data_source=str(data_path),
+        )
+    contract = load_contract(baseline.model_path, output_name=baseline.output_name,
+                             positive_index=baseline.positive_index)
+    scale, offset = (1.0, 0.0)
+    if calibration is not None:
+        scale, offset = float(calibration["input"]["scale"]), float(calibration["input"]["offset"])
+    result = score_dataset(
+        baseline.model_path, data_path,
+        threads=params.evaluate.threads, batch_size=params.evaluate.batch_size,
+        output_name=baseline.output_name, positive_index=baseline.positive_index,
+        scale=scale, offset=offset, progress=progress, contract=contract,
+    )
+    if not np.array_equal(np.asarray(result.y), y):
+        raise DataError(f"{data_path}: labels differ between the two scorings",
+                        hint="the data file changed during validation; run again")
+    scores_b = np.asarray(result.scores, dtype=np.float64)
+    if calibration is not None:
+        prob_b = apply_calibration(scores_b, calibration)
+        thr_b = float(calibration["threshold"]["value"])
+    else:
+        from relgate.calibration import detect_score_is_probability
+
+        prob_b = uncalibrated_probability(
+            scores_b, score_is_probability=detect_score_is_probability(baseline.model_path,
+                                                                       contract))
+        thr_b = DEFAULT_THRESHOLD
+    spec = params.gates.baseline
+    names = sorted(spec.max_drop) if spec is not None else list(BOOTSTRAP_METRICS)
+    boot = params.validate.bootstrap
+    estimates: dict[str, Any] = {}
+    health_c: dict[str, float | None] | None = None
+    health_b: dict[str, float | None] | None = None
+    for name in names:
+        if name in BOOTSTRAP_METRICS:
+            estimates[name] = paired_bootstrap_delta(
+                y, prob, prob_b, name, threshold, thr_b, resamples=boot.resamples,
+                confidence=boot.confidence, seed=boot.seed, ece_bins=params.validate.ece_bins,
+            )
+            continue
+        if health_c is None or health_b is None:
+            health_c = health_stats(features, prob, threshold)
+            feats_b = result.features if result.features is not None else scores_b
+            health_b = health_stats(feats_b, prob_b, thr_b)
+        c, b = health_c.get(name), health_b.get(name)
+        estimates[name] = (MetricEstimate(value=c - b) if c is not None and b is not None
+                           else MetricEstimate(value=None, reason=f"{name} undefined for a model"))
+    record = {
+        "name": baseline.name,
+        "model_sha256": digest.sha256,
+        "deltas": {k: v.to_dict() for k, v in sorted(estimates.items())},
+    }
+    return {"estimates": estimates, "record": record}
 
 
 def check_calibration_applies(

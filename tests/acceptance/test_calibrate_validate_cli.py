@@ -108,7 +108,7 @@ gates:
   - metric: ece
     op: '<='
     value: 0.2
-release:
+{baseline}release:
   name: test-release
   promoted:
     path: models/model.onnx
@@ -116,10 +116,15 @@ release:
 
 
 def write_params(path: Path, *, method: str = "temperature", strategy: str = "max_f1",
-                 threshold_extra: str = "", auc_bound: float = 0.7) -> Path:
-    path.write_text(PARAMS.format(method=method, strategy=strategy,
+                 threshold_extra: str = "", auc_bound: float = 0.7, baseline: str = "") -> Path:
+    path.write_text(PARAMS.format(method=method, strategy=strategy, baseline=baseline,
                                   threshold_extra=threshold_extra, auc_bound=auc_bound))
     return path
+
+
+def baseline_block(release: str | None, max_drop: str = "auc: 0.01") -> str:
+    name = "null" if release is None else f"'{release}'"
+    return f"  baseline:\n    release: {name}\n    max_drop:\n      {max_drop}\n"
 
 
 @pytest.fixture
@@ -383,3 +388,101 @@ def test_validate_bad_inputs_exit_2_in_one_line(cli, registry) -> None:
         assert len(result.err.strip().splitlines()) == 1
     result = _validate(cli, registry, data="data/nope.npz")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- baseline ("no worse than")
+
+
+def _weaker_weights() -> np.ndarray:
+    rng = np.random.default_rng(11)
+    return 3.0 * W_TRUE + rng.normal(0.0, 1.2, DIM)  # ranks worse than the true direction
+
+
+def test_baseline_deltas_pass_when_the_candidate_is_better(cli, registry) -> None:
+    calib = _calibrated(cli, registry)
+    linear_model(registry / "old" / "old.onnx", _weaker_weights())
+    write_params(registry / "params.yaml", baseline=baseline_block("old"))
+    result = _validate(cli, registry, "--calibration", calib, "--json",
+                       "--baseline", registry / "old" / "old.onnx")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    base = report["baseline"]
+    assert base["name"] == "old"
+    assert base["model_sha256"] == sha256_file(registry / "old" / "old.onnx")
+    delta = base["deltas"]["auc"]
+    # the paired delta is the difference of the two AUCs on the same samples
+    with np.load(registry / "data" / "test.npz") as npz:
+        x, y = npz["x"], npz["y"]
+    old = (x @ _weaker_weights().astype(np.float32)).astype(np.float64)
+    expected = report["metrics"]["auc"]["value"] - metrics.roc_auc(y, old)
+    assert delta["value"] == pytest.approx(expected, abs=1e-6)
+    assert delta["value"] > 0 and delta["ci_low"] <= delta["value"] <= delta["ci_high"]
+    assert any(r["metric"] == "auc vs baseline" and r["passed"] for r in report["gates"]["results"])
+
+
+def test_baseline_gate_fails_when_the_candidate_is_worse(cli, registry) -> None:
+    linear_model(registry / "models" / "model.onnx", _weaker_weights())
+    linear_model(registry / "old" / "old.onnx", 3.0 * W_TRUE)
+    write_params(registry / "params.yaml", auc_bound=0.5, baseline=baseline_block("old"))
+    result = _validate(cli, registry, "--baseline", registry / "old" / "old.onnx", "--json")
+    assert result.code == 1, result.err
+    report = json.loads(result.out)
+    assert report["baseline"]["deltas"]["auc"]["value"] < -0.01
+    assert any(r.startswith("auc vs baseline: delta") for r in report["reasons"])
+
+
+def test_baseline_gate_without_a_previous_release_fails_closed(cli, registry) -> None:
+    write_params(registry / "params.yaml", baseline=baseline_block(None))
+    result = _validate(cli, registry, "--json")
+    assert result.code == 1
+    report = json.loads(result.out)
+    assert "baseline" not in report
+    assert any("no paired comparison" in r for r in report["reasons"])
+
+
+def _bundle(root: Path, name: str, model: Path, calibration: Path | None) -> Path:
+    """A published-bundle folder as relgate promote lays it out (release.json + artifacts)."""
+    import shutil
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "release" / "positive"
+    record = json.loads((examples / "in-bundle.json").read_text())
+    folder = root / "models" / "core" / name
+    (folder / "models").mkdir(parents=True)
+    shutil.copy(model, folder / "models" / "model.onnx")
+    sha = sha256_file(model)
+    record["name"] = name
+    record["artifacts"] = [{"path": "models/model.onnx", "role": "promoted", "sha256": sha,
+                            "files": [{"path": "model.onnx", "size": model.stat().st_size,
+                                       "sha256": sha}]}]
+    record["evidence"]["calibration"] = None
+    if calibration is not None:
+        shutil.copy(calibration, folder / "calibration.json")
+        record["evidence"]["calibration"] = {"path": "analysis/calibration.json",
+                                             "sha256": sha256_file(calibration)}
+    schemas.validate(record, "release")
+    (folder / "release.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_baseline_from_the_bundle_named_in_params(cli, registry, monkeypatch) -> None:
+    # the previous release: the weaker model with its own calibration, published as a bundle
+    linear_model(registry / "prev" / "model.onnx", _weaker_weights())
+    assert _calibrate(cli, registry, model="prev/model.onnx", out="prev/calibration.json").code == 0
+    prev = registry / "prev"
+    _bundle(registry, "v0", prev / "model.onnx", prev / "calibration.json")
+    calib = _calibrated(cli, registry)
+    write_params(registry / "params.yaml", baseline=baseline_block("v0", "brier: 0.05"))
+    monkeypatch.chdir(registry)  # release.core_dir (models/core) is relative to the registry
+    result = _validate(cli, registry, "--calibration", calib, "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["baseline"]["name"] == "v0"
+    assert set(report["baseline"]["deltas"]) == {"brier"}
+    assert report["baseline"]["deltas"]["brier"]["value"] < 0  # lower is better: an improvement
+    # a bundle whose model was swapped after publication is refused
+    linear_model(registry / "models" / "core" / "v0" / "models" / "model.onnx", W_TRUE)
+    result = _validate(cli, registry, "--calibration", calib)
+    assert result.code == 2 and "does not match its release record" in result.err
+    write_params(registry / "params.yaml", baseline=baseline_block("v9"))
+    result = _validate(cli, registry, "--calibration", calib)
+    assert result.code == 2 and "bundle not found" in result.err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from relgate.errors import EXIT_OK, EXIT_REFUSED
 
@@ -37,6 +38,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the model output to read scores from (default: auto-detected)")
     parser.add_argument("--positive-index", type=int, metavar="I",
                         help="column of the positive class in a probability or features output")
+    parser.add_argument("--baseline", metavar="PATH",
+                        help="previous release to compare with (paired deltas for "
+                             "gates.baseline): a published bundle folder or an ONNX model; "
+                             "default: <release.core_dir>/<gates.baseline.release> when named")
+    parser.add_argument("--baseline-calibration", metavar="FILE",
+                        help="calibration of a --baseline given as an ONNX model")
+    parser.add_argument("--baseline-name", metavar="NAME",
+                        help="name of a --baseline given as an ONNX model (default: its stem)")
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON instead of a summary")
 
@@ -57,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.data, params=params, calibration_path=args.calibration,
         split=args.split, threshold=args.threshold, input_name=args.input_name,
         output_name=args.output_name, positive_index=args.positive_index,
-        progress=progress_enabled(),
+        baseline=_baseline(args, params), progress=progress_enabled(),
     )
     write_json(args.out, outcome.report)
     if args.metrics_out:
@@ -69,3 +78,27 @@ def run(args: argparse.Namespace) -> int:
     else:
         render_validation(outcome.report, console(), out=args.out)
     return EXIT_OK if outcome.passed else EXIT_REFUSED
+
+
+def _baseline(args: argparse.Namespace, params: Any) -> Any:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from relgate.errors import UsageError
+    from relgate.validation import Baseline, baseline_for_params, baseline_from_bundle
+
+    if args.baseline is None:
+        if args.baseline_calibration or args.baseline_name:
+            raise UsageError("--baseline-calibration and --baseline-name need --baseline",
+                             hint="add --baseline MODEL.onnx")
+        return baseline_for_params(params)
+    path = Path(args.baseline)
+    if path.is_dir():
+        if args.baseline_calibration:
+            raise UsageError("--baseline-calibration applies to a model file, not a bundle",
+                             hint="a bundle brings its own calibration.json")
+        found = baseline_from_bundle(path)
+        return replace(found, name=args.baseline_name) if args.baseline_name else found
+    return Baseline(name=args.baseline_name or path.stem, model_path=path,
+                    calibration_path=None if args.baseline_calibration is None
+                    else Path(args.baseline_calibration))
