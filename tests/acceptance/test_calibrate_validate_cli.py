@@ -486,3 +486,87 @@ def test_baseline_from_the_bundle_named_in_params(cli, registry, monkeypatch) ->
     write_params(registry / "params.yaml", baseline=baseline_block("v9"))
     result = _validate(cli, registry, "--calibration", calib)
     assert result.code == 2 and "bundle not found" in result.err
+
+
+# ---------------------------------------------------------------- other output kinds
+
+
+def test_probability_column_and_features_outputs(cli, tmp_path) -> None:
+    """[N, 2] probabilities (logit first) and a features output feeding the health stats."""
+    # W_TRUE itself: softmax([-z, z])[1] = sigmoid(2 z), overconfident by 2 and far from
+    # float32 saturation (p == 1.0 loses the logit)
+    w = numpy_helper.from_array(W_TRUE.reshape(DIM, 1).astype(np.float32), "w")
+    proj = numpy_helper.from_array(np.eye(DIM, 4, dtype=np.float32), "proj")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["z"]),
+        helper.make_node("Neg", ["z"], ["nz"]),
+        helper.make_node("Concat", ["nz", "z"], ["zz"], axis=1),
+        helper.make_node("Softmax", ["zz"], ["probabilities"], axis=1),
+        helper.make_node("MatMul", ["x", "proj"], ["features"]),
+    ]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2]),
+               helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 4])]
+    _save(tmp_path / "models" / "model.onnx", nodes, [w, proj], outputs=outputs)
+    dataset(tmp_path / "data" / "val.npz", 3000, seed=1)
+    dataset(tmp_path / "data" / "test.npz", 1500, seed=2)
+    write_params(tmp_path / "params.yaml")
+    result = _calibrate(cli, tmp_path, "--json")
+    assert result.code == 0, result.err
+    record = json.loads(result.out)
+    assert record["probability"]["score_is_probability"] is True
+    assert record["probability"]["temperature"] == pytest.approx(2.0, rel=0.15)
+    calib = tmp_path / "analysis" / "calibration.json"
+    result = _validate(cli, tmp_path, "--calibration", calib, "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["model"]["contract"]["score_kind"] == "probability"
+    with np.load(tmp_path / "data" / "test.npz") as npz:
+        x = npz["x"]
+    feats = x[:, :4].astype(np.float64)
+    assert report["stats"]["mean_std"] == pytest.approx(float(feats.std(axis=0).mean()), rel=1e-6)
+    assert report["stats"]["high_corr_frac"] == 0.0
+
+
+# ---------------------------------------------------------------- the pipeline stages
+
+
+def test_stages_write_the_reference_outputs_and_do_not_fail_on_gates(registry) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    path = os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    write_params(registry / "params.yaml", auc_bound=0.99)  # a gate that cannot pass
+
+    def stage(name: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=registry, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    done = stage("calibrate")
+    assert done.returncode == 0, done.stderr
+    done = stage("validate")
+    assert done.returncode == 0, done.stderr
+    assert "gates failed" in done.stderr
+    analysis = registry / "analysis"
+    record = json.loads((analysis / "calibration.json").read_text())
+    schemas.validate(record, "calibration")
+    assert record["fit_split"]["path"] == "data/val.npz"
+    report = json.loads((analysis / "validation_report.json").read_text())
+    schemas.validate(report, "validation-report")
+    assert report["passed"] is False
+    assert report["model"]["path"] == "models/model.onnx"
+    assert report["data"]["path"] == "data/test.npz"
+    assert report["calibration"]["path"] == "analysis/calibration.json"
+    flat = json.loads((analysis / "metrics.json").read_text())
+    assert flat["auc"] == report["metrics"]["auc"]["value"] and flat["gates_passed"] is False
+    for name in ("roc.csv", "pr.csv", "reliability.csv", "calibration_sweep.csv"):
+        assert (analysis / "plots" / name).stat().st_size > 20, name
+    # a calibration fit on the test split fails the stage (bad input, exit 2, one line)
+    record["fit_split"]["sha256"] = sha256_file(registry / "data" / "test.npz")
+    (analysis / "calibration.json").write_text(json.dumps(record))
+    done = stage("validate")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "fit on the test split" in done.stderr
