@@ -500,6 +500,13 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     data = read_json(path)
     schemas.validate(data, "calibration", source=str(path))
     assert isinstance(data, dict)
+    prob = data["probability"]
+    if prob["method"] == "temperature":
+        temp = prob.get("temperature")
+        if temp is None or prob["b"] != 0 or not math.isclose(prob["a"] * temp, 1.0, rel_tol=1e-9):
+            raise SchemaError(f"{path}: probability: temperature scaling needs temperature set, "
+                              "a = 1/temperature and b = 0",
+                              hint="re-run relgate calibrate instead of editing the record")
     band = data.get("inconclusive")
     if band and float(band["low"]) > float(band["high"]):
         raise SchemaError(f"{path}: inconclusive.low is above inconclusive.high",

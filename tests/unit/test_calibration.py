@@ -256,3 +256,37 @@ def test_fit_refuses_one_class_and_non_binary_labels() -> None:
     with pytest.raises(DataError, match="undefined at every point"):
         cal.fit_calibration(lambda s, o: np.array([0.0, np.nan, 1, 2]), np.array([0, 1, 0, 1]),
                             **kwargs)
+
+
+def test_load_calibration_is_strict(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    from relgate.errors import JSONFormatError, SchemaError
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "calibration" / "positive"
+    record = json.loads((example / "temperature.json").read_text())
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(record))
+    assert cal.load_calibration(good) == record
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"kind": "calibration", "kind": "calibration"}')
+    with pytest.raises(JSONFormatError, match="duplicate"):
+        cal.load_calibration(dup)
+    for key, value in (("a", 0.7), ("b", 0.1)):
+        bad = json.loads(json.dumps(record))
+        bad["probability"][key] = value
+        path = tmp_path / f"bad-{key}.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(SchemaError, match="temperature scaling needs"):
+            cal.load_calibration(path)
+    bad = json.loads(json.dumps(record))
+    bad["inconclusive"] = {"low": 0.6, "high": 0.4}
+    path = tmp_path / "band.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(SchemaError, match=r"inconclusive\.low"):
+        cal.load_calibration(path)
+    del bad["fit_split"]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(SchemaError, match="fit_split"):
+        cal.load_calibration(path)

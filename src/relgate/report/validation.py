@@ -81,7 +81,11 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
     metrics = Table(title="metrics", title_justify="left")
     for col in ("metric", "value", conf, "note"):
         metrics.add_column(col)
-    for name, entry in report["metrics"].items():
+    from relgate.metrics import ALL_METRICS
+
+    rank = {name: i for i, name in enumerate(ALL_METRICS)}
+    ordered = sorted(report["metrics"].items(), key=lambda kv: (rank.get(kv[0], 99), kv[0]))
+    for name, entry in ordered:
         lo, hi = entry.get("ci_low"), entry.get("ci_high")
         ci = "-" if lo is None or hi is None else escape(f"[{_num(lo)}, {_num(hi)}]")
         metrics.add_row(name, _num(entry.get("value")), ci, escape(entry.get("reason", "")))
