@@ -135,7 +135,11 @@ class Manifest:
     @classmethod
     def from_dict(cls, obj: Any, *, source: str = "manifest") -> Manifest:
         """Strict reading: any structural, path or root-digest problem raises SchemaError."""
-        return inspect_manifest(obj, source=source).strict(source)
+        from relgate import schemas
+
+        manifest = inspect_manifest(obj, source=source).strict(source)
+        schemas.validate(obj, "manifest", source=source)  # belt and braces: the schema agrees
+        return manifest
 
     def dumps(self) -> bytes:
         """Deterministic bytes (sorted keys, UTF-8, trailing newline)."""
@@ -272,21 +276,14 @@ class ManifestReading:
 
 
 def inspect_manifest(obj: Any, *, source: str = "manifest") -> ManifestReading:
-    """Check a parsed manifest: structure raises SchemaError, path problems are collected."""
-    from relgate import schemas
+    """Check a parsed manifest: structure raises SchemaError, path problems are collected.
 
-    if not isinstance(obj, dict):
-        raise SchemaError(f"{source}: (root): expected a JSON object",
-                          hint="see the 'manifest' schema (relgate schema show manifest)")
-    files = obj.get("files")
-    # The schema checks everything but the entries (they are checked below with
-    # messages naming the path, and with exact Python types).
-    schemas.validate({**obj, "files": {}} if isinstance(files, dict) else obj, "manifest",
-                     source=source)
-    if type(obj["schema_version"]) is not int:
-        raise SchemaError(f"{source}: schema_version: expected the integer 1",
-                          hint="write schema_version as 1")
-    assert isinstance(files, dict)
+    The top level is checked by hand with the schema's rules (and exact
+    Python types), which keeps jsonschema out of ``relgate verify``'s start-up;
+    a test holds the two in agreement, and strict reading runs the schema too.
+    """
+    _check_top_level(obj, source)
+    files = obj["files"]
     entries = {p: FileDigest.from_dict(v, where=f"{source}: files[{show_path(p)}]")
                for p, v in files.items()}
     unsafe = {p: r for p in entries if (r := path_problem(p)) is not None}
@@ -300,6 +297,35 @@ def inspect_manifest(obj: Any, *, source: str = "manifest") -> ManifestReading:
         declared_root_digest=obj["root_digest"],
         computed_root_digest=compute_root_digest(ordered),
     )
+
+
+_TOP_KEYS = ("schema_version", "kind", "algorithm", "files", "root_digest")
+
+
+def _check_top_level(obj: Any, source: str) -> None:
+    """The manifest schema's top-level rules, with messages that name the key."""
+    hint = "see the 'manifest' schema (relgate schema show manifest)"
+    if not isinstance(obj, dict):
+        raise SchemaError(f"{source}: (root): expected a JSON object", hint=hint)
+    for key in _TOP_KEYS:
+        if key not in obj:
+            raise SchemaError(f"{source}: (root): required key {key!r} is missing", hint=hint)
+    for key in obj:
+        if key not in _TOP_KEYS:
+            raise SchemaError(f"{source}: (root): key {key!r} not allowed", hint=hint)
+    if type(obj["schema_version"]) is not int or obj["schema_version"] != SCHEMA_VERSION:
+        raise SchemaError(f"{source}: schema_version: expected the integer {SCHEMA_VERSION}, "
+                          f"got {obj['schema_version']!r}", hint="this relgate reads version 1")
+    if obj["kind"] != "manifest":
+        raise SchemaError(f"{source}: kind: expected 'manifest', got {obj['kind']!r}", hint=hint)
+    if obj["algorithm"] != "sha256":
+        raise SchemaError(f"{source}: algorithm: {obj['algorithm']!r} is not supported",
+                          hint="relgate manifests use sha256")
+    if not isinstance(obj["files"], dict):
+        raise SchemaError(f"{source}: files: expected an object keyed by path", hint=hint)
+    root = obj["root_digest"]
+    if not isinstance(root, str) or not _SHA256.fullmatch(root):
+        raise SchemaError(f"{source}: root_digest: not 64 lowercase hex characters", hint=hint)
 
 
 def read_manifest_bytes(name: str | os.PathLike[str], *, dir_fd: int | None = None,

@@ -421,3 +421,39 @@ def test_fuzz_manifest_bytes_raise_only_relgate_errors(data: bytes) -> None:
 
     with contextlib.suppress(RelgateError):
         Manifest.from_dict(loads_strict(data))
+
+
+TOP_LEVEL_VARIANTS = [
+    {},
+    {"algorithm": "sha512"},
+    {"kind": "manifests"},
+    {"schema_version": 0},
+    {"schema_version": "1"},
+    {"root_digest": H1.upper()},
+    {"root_digest": None},
+    {"files": None},
+    {"files": "a"},
+    {"unexpected": True},
+]
+
+
+@pytest.mark.parametrize("change", TOP_LEVEL_VARIANTS)
+def test_hand_checked_top_level_agrees_with_the_schema(change: dict[str, Any]) -> None:
+    """inspect_manifest checks the top level by hand (no jsonschema in verify's start-up)."""
+    obj = {**manifest_dict({"a": {"size": 1, "sha256": H1}}), **change}
+    schema_ok = not schemas.errors(obj, "manifest")
+    try:
+        inspect_manifest(obj)
+        ours_ok = True
+    except SchemaError:
+        ours_ok = False
+    assert ours_ok == schema_ok == (change == {})
+
+
+@pytest.mark.parametrize("key", ["schema_version", "kind", "algorithm", "files", "root_digest"])
+def test_each_top_level_key_is_required_by_both(key: str) -> None:
+    obj = manifest_dict({"a": {"size": 1, "sha256": H1}})
+    partial = {k: v for k, v in obj.items() if k != key}
+    assert schemas.errors(partial, "manifest")
+    with pytest.raises(SchemaError, match=f"required key '{key}'"):
+        inspect_manifest(partial)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,29 +25,43 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def verify_text(result: VerifyResult, file: IO[str] | None = None) -> None:
-    """A verdict line, the root digest to pin, and one line per problem."""
-    out = console(file)
+def verify_lines(result: VerifyResult) -> list[tuple[str, str]]:
+    """(style, text) lines: a verdict, one line per problem, the root digest to pin."""
     reasons = result.reasons()
     if result.ok:
         pinned = " (matches the pinned digest)" if result.expected_root_digest else ""
-        out.print(f"[green]verified[/green]: {result.folder}: {result.files} files, "
-                  f"{_size(result.bytes)}, every byte matches manifest.json", markup=True,
-                  highlight=False)
-        out.print(f"root digest {result.root_digest}{pinned}", highlight=False)
+        return [("green", f"verified: {result.folder}: {result.files} files, "
+                          f"{_size(result.bytes)}, every byte matches manifest.json"),
+                ("", f"root digest {result.root_digest}{pinned}")]
+    plural = "s" if len(reasons) != 1 else ""
+    return [("red", f"NOT verified: {result.folder}: {len(reasons)} problem{plural}"),
+            *(("", f"  - {reason}") for reason in reasons),
+            ("", f"root digest of its manifest: {result.root_digest}")]
+
+
+def manifest_lines(manifest: Manifest, path: Path) -> list[tuple[str, str]]:
+    return [("", f"wrote {path}: {len(manifest.files)} files, {_size(manifest.total_size)}"),
+            ("", f"root digest {manifest.root_digest}")]
+
+
+def emit(lines: list[tuple[str, str]], file: IO[str] | None = None) -> None:
+    """Rich on a terminal; plain lines otherwise (and without importing rich, which
+    keeps the start-up of ``relgate verify`` in scripts and CI short)."""
+    stream = file or sys.stdout
+    if not stream.isatty():
+        stream.write("".join(text + "\n" for _, text in lines))
         return
-    out.print(f"[red]NOT verified[/red]: {result.folder}: {len(reasons)} "
-              f"problem{'s' if len(reasons) != 1 else ''}", markup=True, highlight=False)
-    for reason in reasons:
-        out.print(f"  - {reason}", markup=False, highlight=False)
-    out.print(f"root digest of its manifest: {result.root_digest}", highlight=False)
+    out = console(stream)
+    for style, text in lines:
+        out.print(text, style=style or None, markup=False, highlight=False)
+
+
+def verify_text(result: VerifyResult, file: IO[str] | None = None) -> None:
+    emit(verify_lines(result), file)
 
 
 def manifest_text(manifest: Manifest, path: Path, file: IO[str] | None = None) -> None:
-    out = console(file)
-    out.print(f"wrote {path}: {len(manifest.files)} files, {_size(manifest.total_size)}",
-              markup=False, highlight=False)
-    out.print(f"root digest {manifest.root_digest}", highlight=False)
+    emit(manifest_lines(manifest, path), file)
 
 
 def manifest_summary(manifest: Manifest, path: Path) -> dict[str, Any]:
@@ -58,8 +73,6 @@ def manifest_summary(manifest: Manifest, path: Path) -> dict[str, Any]:
 @contextmanager
 def hash_progress(total_bytes: int) -> Iterator[Callable[[int], None]]:
     """A transient byte progress bar on stderr; yields a thread-safe sink for byte counts."""
-    import sys
-
     from rich.progress import (
         BarColumn,
         DownloadColumn,
