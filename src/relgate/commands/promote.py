@@ -1,0 +1,41 @@
+"""relgate promote: reproduce the evidence, apply the gates, publish the core bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "reproduce the validation evidence, apply the gates and publish models/core/<release>/"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: ./params.yaml)")
+    parser.add_argument("--release", help="release name (default: release.name from params)")
+    parser.add_argument("--root", default=".", help="the registry folder (default: current folder)")
+    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from relgate.params import load_params
+    from relgate.release import promote
+    from relgate.report import console, print_json
+
+    params = load_params(args.params)
+    if args.release:
+        from relgate.params import thaw
+        from relgate.schemas import validate
+
+        raw = thaw(params.raw)
+        validate({**raw, "release": {**raw["release"], "name": args.release}}, "params",
+                 source="--release")
+        params = dataclasses.replace(params, release=dataclasses.replace(params.release, name=args.release))
+    result = promote(params, root=Path(args.root))
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        out = console()
+        out.print(f"[bold green]{result.message}[/]" if result.created else result.message)
+        out.print(f"release {result.name}: {result.path}  root digest {result.root_digest}")
+    return 0

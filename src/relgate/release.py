@@ -1,0 +1,368 @@
+"""Promotion: reproduce the evidence, apply the gates, publish the core bundle.
+
+The steps follow DESIGN.md "Promotion, step by step". Everything that decides
+is pure (``compare_metrics``); everything that touches files is explicit
+(``promote``). A refusal is a ``NotReproduced`` or ``GateFailed`` (exit 1)
+carrying every reason; nothing is published unless all checks passed, and
+publication itself is atomic (relgate.bundle).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from relgate import schemas
+from relgate.errors import GateFailed, InputError, NotReproduced, PublishRefused, RelgateError
+from relgate.jsonio import dumps, read_json, write_json
+from relgate.params import ArtifactSpec, Params, thaw
+from relgate.provenance import package_versions, platform_string
+
+RELEASE_FILE = "release.json"
+CARD_FILE = "README.md"
+TAG_PREFIX = "core@"
+
+
+def release_tag(name: str) -> str:
+    """The git tag of a release: ``core@<name>`` (GTO's ``artifact@version`` form).
+
+    Name releases ``vMAJOR.MINOR.PATCH`` (e.g. ``v1.2.0``) and the tag is a valid
+    GTO registration tag, so ``gto show`` and ``dvc artifacts get`` understand it.
+    """
+    return f"{TAG_PREFIX}{name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reproduction:
+    """One metric's reported vs re-evaluated value, against its absolute tolerance."""
+
+    metric: str
+    field: str
+    reported: float | None
+    reproduced: float | None
+    tolerance: float
+
+    @property
+    def delta(self) -> float | None:
+        if self.reported is None or self.reproduced is None:
+            return None
+        return self.reproduced - self.reported
+
+    @property
+    def ok(self) -> bool:
+        if self.reported is None and self.reproduced is None:
+            return True
+        d = self.delta
+        return d is not None and math.isfinite(d) and abs(d) <= self.tolerance
+
+    def reason(self) -> str:
+        name = self.metric if self.field == "value" else f"{self.metric} {self.field}"
+        if self.delta is None:
+            return f"{name}: reported {self.reported}, re-evaluated {self.reproduced}"
+        return (f"{name} moved by {self.delta:+.3g} (reported {self.reported:.6g}, "
+                f"re-evaluated {self.reproduced:.6g}; tolerance ±{self.tolerance:g})")
+
+
+def compare_metrics(
+    reported: Mapping[str, Mapping[str, Any]],
+    fresh: Mapping[str, Mapping[str, Any]],
+    *,
+    names: Iterable[str],
+    tolerance_for: Callable[[str], float],
+    fields: Mapping[str, tuple[str, ...]] | None = None,
+) -> list[Reproduction]:
+    """Pair the reported and re-evaluated value of each named metric (and of CI bounds asked for).
+
+    Comparisons are absolute and symmetric: ``|fresh - reported| <= tolerance``.
+    A metric missing on either side is compared as None and fails unless both are None.
+    """
+    out = []
+    for name in sorted(set(names)):
+        for fld in (fields or {}).get(name, ("value",)):
+            out.append(Reproduction(
+                metric=name, field=fld,
+                reported=_number(reported.get(name, {}).get(fld)),
+                reproduced=_number(fresh.get(name, {}).get(fld)),
+                tolerance=tolerance_for(name),
+            ))
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromotionResult:
+    name: str
+    path: Path
+    root_digest: str
+    created: bool
+    message: str
+    gates: Mapping[str, Any]
+    reproduced: tuple[Reproduction, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path": str(self.path), "root_digest": self.root_digest,
+            "created": self.created, "message": self.message, "gates": dict(self.gates),
+            "reproduced": [
+                {"metric": r.metric, "field": r.field, "reported": r.reported,
+                 "reproduced": r.reproduced, "delta": r.delta, "tolerance": r.tolerance, "ok": r.ok}
+                for r in self.reproduced
+            ],
+        }
+
+
+def promote(params: Params, *, root: Path | None = None, progress: bool = False) -> PromotionResult:
+    """Promote ``params.release`` from the registry at *root* (default: the current folder)."""
+    from relgate.bundle import publish_bundle
+    from relgate.gates import apply_gates
+    from relgate.metrics import MetricEstimate
+    from relgate.onnxmodel import model_digest
+    from relgate.validation import baseline_for_params, validate_model
+
+    root = Path.cwd() if root is None else root
+    spec = params.release
+    report_path = _inside(root, spec.report, "release.report")
+    report = read_json(report_path)
+    schemas.validate(report, "validation-report", source=str(report_path))
+
+    # 2. the evidence must be the files we have now, byte for byte
+    promoted_path = _inside(root, spec.promoted.path, "release.promoted.path")
+    data_path = _inside(root, spec.data, "release.data")
+    digest = model_digest(promoted_path)
+    problems = []
+    if digest.sha256 != report["model"]["sha256"]:
+        problems.append(f"{spec.promoted.path} changed after validation (sha256 {digest.sha256[:12]}… "
+                        f"!= report {report['model']['sha256'][:12]}…)")
+    data_sha = _sha256(data_path)
+    if data_sha != report["data"]["sha256"]:
+        problems.append(f"{spec.data} is not the data the report was computed on")
+    calibration_path: Path | None = None
+    if report.get("calibration") is not None:
+        calibration_path = _inside(root, spec.calibration, "release.calibration")
+        if _sha256(calibration_path) != report["calibration"]["sha256"]:
+            problems.append(f"{spec.calibration} changed after validation")
+    if problems:
+        raise NotReproduced("evidence does not match the artifacts: " + "; ".join(problems),
+                            hint="re-run validation (dvc repro validate) and promote again")
+
+    # 3. re-evaluate with the same code path and compare within tolerance
+    fresh = validate_model(promoted_path, data_path, calibration_path=calibration_path, params=params,
+                           model_label=spec.promoted.path, data_label=spec.data,
+                           calibration_label=None if calibration_path is None else spec.calibration,
+                           baseline=baseline_for_params(params, root=root))
+    gated = {r.metric for r in params.gates.rules}
+    fields: dict[str, tuple[str, ...]] = {}
+    for rule in params.gates.rules:
+        fields[rule.metric] = tuple(sorted({*fields.get(rule.metric, ()), "value", *(
+            (rule.on,) if rule.on != "point" else ())}))
+    reproductions = compare_metrics(report["metrics"], fresh["metrics"], names=gated,
+                                    tolerance_for=spec.tolerance_for, fields=fields)
+    moved = [r.reason() for r in reproductions if not r.ok]
+    if moved:
+        raise NotReproduced("re-evaluation does not reproduce the report: " + "; ".join(moved),
+                            hint="the report was edited or the model/data/environment changed")
+
+    # 4. the gates of the params in force (not the ones the report claims)
+    metrics = {k: MetricEstimate.from_dict(v) for k, v in fresh["metrics"].items()}
+    verdict = apply_gates(params.gates, metrics, deltas=_baseline_deltas(fresh))
+    if not verdict.passed:
+        raise GateFailed("gates failed: " + "; ".join(verdict.reasons),
+                         hint="the model stays unreleased; improve it or change the gates by review")
+
+    # 5. publish atomically
+    artifacts = [_artifact_record(root, spec.promoted, digest_of=model_digest, contract=report["model"]["contract"])]
+    artifacts += [_artifact_record(root, v, digest_of=model_digest) for v in spec.variants]
+    record = _release_record(params, root=root, report=report, report_path=report_path,
+                             calibration_path=calibration_path, data_sha=data_sha, artifacts=artifacts,
+                             gates=verdict.to_dict(), metrics=fresh["metrics"], reproductions=reproductions)
+    schemas.validate(record, "release", source="release record")
+    target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
+
+    def build(staging: Path) -> None:
+        from relgate.hashing import copy_and_hash
+
+        for art in artifacts:
+            folder = PurePosixPath(art["path"]).parent
+            src_dir = _inside(root, art["path"], "artifact").parent
+            for f in art["files"]:
+                dst = staging / str(folder) / f["path"]
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                size, sha = copy_and_hash(src_dir / f["path"], dst)
+                if (size, sha) != (f["size"], f["sha256"]):
+                    raise NotReproduced(f"{folder / f['path']} changed while it was being published",
+                                        hint="promote again once nothing writes to the artifacts")
+        (staging / "validation_report.json").write_bytes(report_path.read_bytes())
+        if calibration_path is not None:
+            (staging / "calibration.json").write_bytes(calibration_path.read_bytes())
+        (staging / RELEASE_FILE).write_bytes(dumps(record))
+        from relgate.report.card import model_card
+
+        (staging / CARD_FILE).write_text(model_card(record), encoding="utf-8")
+
+    content = _content_identity(artifacts, report_path, calibration_path)
+    done = _already_published(target, content)
+    if done is None:
+        try:
+            outcome = publish_bundle(target, build)
+        except PublishRefused:
+            done = _already_published(target, content)  # a concurrent promoter of the same content won
+            if done is None:
+                raise
+    if done is not None:
+        return PromotionResult(name=spec.name, path=target, root_digest=done, created=False,
+                               message=f"{target}: already published with identical content; nothing to do",
+                               gates=verdict.to_dict(), reproduced=tuple(reproductions))
+    mirror = dict(record, bundle={"path": f"{spec.core_dir}/{spec.name}", "root_digest": outcome.root_digest})
+    write_json(root / "analysis" / f"release_{spec.name}.json", mirror)
+    return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
+                           created=outcome.created, message=outcome.message, gates=verdict.to_dict(),
+                           reproduced=tuple(reproductions))
+
+
+def _content_identity(artifacts: list[dict[str, Any]], report_path: Path,
+                      calibration_path: Path | None) -> dict[str, str]:
+    """sha256 by bundle path of everything but the per-publication files (release.json, README.md).
+
+    Two promotions of the same artifacts and evidence are "identical content" even
+    though their release records differ in time and commit.
+    """
+    out = {}
+    for art in artifacts:
+        folder = PurePosixPath(art["path"]).parent
+        for f in art["files"]:
+            out[str(folder / f["path"])] = f["sha256"]
+    out["validation_report.json"] = _sha256(report_path)
+    if calibration_path is not None:
+        out["calibration.json"] = _sha256(calibration_path)
+    return out
+
+
+def _already_published(target: Path, content: Mapping[str, str]) -> str | None:
+    """The root digest of the bundle at *target* if it verifies and holds *content*; None if absent.
+
+    A folder that exists but does not verify, or verifies with other content, is refused.
+    """
+    from relgate.bundle import verify_bundle
+    from relgate.manifest import read_manifest
+
+    if not os.path.lexists(target):
+        return None
+    try:
+        result = verify_bundle(target)
+    except RelgateError as exc:
+        raise PublishRefused(f"{target} exists but is not a valid bundle ({exc.one_line()})",
+                             hint="never replaced automatically: inspect it and remove it by hand") from None
+    if not result.ok:
+        raise PublishRefused(f"{target} exists but does not verify: " + "; ".join(result.reasons()),
+                             hint="never replaced automatically: inspect it and remove it by hand")
+    files = read_manifest(target / "manifest.json").files
+    have = {p: d.sha256 for p, d in files.items() if p not in (RELEASE_FILE, CARD_FILE)}
+    if have != dict(content):
+        raise PublishRefused(f"{target}: release already published with different content",
+                             hint="published bundles never change; choose a new release.name")
+    return str(result.root_digest)
+
+
+def _baseline_deltas(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    from relgate.metrics import MetricEstimate
+
+    base = report.get("baseline")
+    if not base:
+        return None
+    return {k: MetricEstimate.from_dict(v) for k, v in base["deltas"].items()}
+
+
+def _artifact_record(root: Path, art: ArtifactSpec, *, digest_of: Callable[[Path], Any],
+                     contract: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    path = _inside(root, art.path, f"artifact {art.path}")
+    digest = digest_of(path)
+    rec: dict[str, Any] = {
+        "path": art.path, "role": art.role, "sha256": digest.sha256,
+        "size": sum(f.size for f in digest.files), "files": [f.to_dict() for f in digest.files],
+    }
+    if art.description:
+        rec["description"] = art.description
+    if contract is None:
+        from relgate.onnxmodel import load_contract
+
+        contract = load_contract(path).to_dict()
+    rec["contract"] = dict(contract)
+    return rec
+
+
+def _release_record(params: Params, *, root: Path, report: Mapping[str, Any], report_path: Path,
+                    calibration_path: Path | None, data_sha: str, artifacts: list[dict[str, Any]],
+                    gates: Mapping[str, Any], metrics: Mapping[str, Any],
+                    reproductions: list[Reproduction]) -> dict[str, Any]:
+    spec = params.release
+    commit, dirty, when = _git_state(root)
+    lock = root / "dvc.lock"
+    return {
+        "schema_version": 1, "kind": "release", "name": spec.name, "tag": release_tag(spec.name),
+        "created": when,
+        "artifacts": artifacts, "metrics": dict(metrics), "gates": dict(gates),
+        "tolerance": {m: spec.tolerance_for(m) for m in sorted({r.metric for r in params.gates.rules})},
+        "reproduced": {r.metric: {"reported": r.reported, "reproduced": r.reproduced, "delta": r.delta}
+                       for r in reproductions if r.field == "value"},
+        "evidence": {
+            "validation_report": {"path": spec.report, "sha256": _sha256(report_path)},
+            "calibration": None if calibration_path is None
+            else {"path": spec.calibration, "sha256": _sha256(calibration_path)},
+            "data": {"path": spec.data, "sha256": data_sha},
+        },
+        "provenance": {
+            "git_commit": commit, "git_dirty": dirty,
+            "dvc_lock_sha256": _sha256(lock) if lock.is_file() else None,
+            "params": thaw(params.raw), "seed": params.seed,
+            "packages": package_versions(), "platform": platform_string(),
+        },
+    }
+
+
+def _git_state(root: Path) -> tuple[str | None, bool | None, str]:
+    """HEAD commit, whether the tree is dirty, and a timestamp for the record.
+
+    The timestamp is SOURCE_DATE_EPOCH when set, else now (UTC): a release is an event.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
+    stamp = when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=30, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None, stamp
+    return commit, bool(status.strip()), stamp
+
+
+def _inside(root: Path, rel: str, what: str, *, must_exist: bool = True) -> Path:
+    """Resolve a params path under *root*, refusing anything that escapes it."""
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise InputError(f"{what}: {rel!r} must be a relative path inside the registry")
+    path = root / pure
+    if must_exist and not path.is_file():
+        raise InputError(f"{what}: {rel} does not exist", hint="run the pipeline first (dvc repro)")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    from relgate.hashing import sha256_file
+
+    return sha256_file(path)
+
+
+__all__ = ["PromotionResult", "Reproduction", "compare_metrics", "promote", "release_tag"]
