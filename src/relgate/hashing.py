@@ -142,9 +142,13 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2) 
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(max_workers=min(workers, len(items)),
-                            thread_name_prefix="relgate-hash") as pool:
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)),
+                              thread_name_prefix="relgate-hash")
+    try:
         yield from pool.map(fn, items)
+    finally:
+        # On an error or Ctrl-C, files not yet started are not hashed at all.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def sha256_files(

@@ -217,3 +217,27 @@ def test_hashing_memory_stays_constant(tmp_path: Path) -> None:
                           text=True, timeout=120, check=True)
     grew_kib = int(proc.stdout.strip())
     assert grew_kib < 32 * 1024, f"RSS grew by {grew_kib} KiB while hashing"
+
+
+def test_the_progress_bar_renders_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from relgate.report import verify as report_verify
+
+    buf = io.StringIO()
+    monkeypatch.setattr(report_verify, "console",
+                        lambda file=None: Console(file=buf, force_terminal=True, width=100))
+    with report_verify.hash_progress(3 * CHUNK) as sink:
+        for _ in range(3):
+            sink(CHUNK)
+    assert "hashing" in buf.getvalue() and "3.1" in buf.getvalue()  # 3.1 MB done
+
+
+def test_an_error_in_one_file_stops_the_others(tmp_path: Path) -> None:
+    paths = [tmp_path / "absent"] + [tmp_path / f"{i}" for i in range(20)]
+    for p in paths[1:]:
+        p.write_bytes(b"x")
+    with pytest.raises(InputError, match="absent: no such file"):
+        sha256_files(paths, workers=2)

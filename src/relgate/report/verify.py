@@ -81,11 +81,9 @@ def hash_progress(total_bytes: int) -> Iterator[Callable[[int], None]]:
         TransferSpeedColumn,
     )
 
-    from relgate.report import console as make_console
-
     lock = threading.Lock()
     with Progress("hashing", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=make_console(sys.stderr), transient=True) as bar:
+                  TimeRemainingColumn(), console=console(sys.stderr), transient=True) as bar:
         task = bar.add_task("hashing", total=total_bytes)
 
         def sink(n: int) -> None:
