@@ -124,7 +124,7 @@ class PromotionResult:
 
 def promote(params: Params, *, root: Path | None = None, progress: bool = False) -> PromotionResult:
     """Promote ``params.release`` from the registry at *root* (default: the current folder)."""
-    from relgate.bundle import publish_bundle
+    from relgate.bundle import PublishLock, publish_bundle
     from relgate.gates import apply_gates
     from relgate.metrics import MetricEstimate
     from relgate.onnxmodel import model_digest
@@ -211,7 +211,9 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
         (staging / CARD_FILE).write_text(model_card(record), encoding="utf-8")
 
     content = _content_identity(artifacts, report_path, calibration_path)
-    done = _already_published(target, content)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with PublishLock(target.parent, target.name):  # also clears a lock left by a dead promoter
+        done = _already_published(target, content)
     if done is None:
         try:
             outcome = publish_bundle(target, build)

@@ -1,0 +1,192 @@
+"""relgate promote on a real registry: reproduce, gate, publish; refusals; crashes; races."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relgate import schemas
+from relgate.bundle import verify_bundle
+from relgate.jsonio import read_json, write_json
+from tests.support.registry import W_TRUE, linear_model, make_registry, prepare, relgate
+
+BUNDLE = Path("models/core/v1.0.0")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Path:
+    root = make_registry(tmp_path / "reg")
+    prepare(root)
+    return root
+
+
+def promote(root: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "relgate", "promote", *map(str, args)], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_promote_publishes_a_verified_bundle_with_its_evidence(registry: Path, cli) -> None:
+    proc = promote(registry)
+    assert proc.returncode == 0, proc.stderr
+    assert "published" in proc.stdout
+    bundle = registry / BUNDLE
+    assert sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()) == [
+        "README.md", "calibration.json", "manifest.json", "models/model.onnx",
+        "models/model.onnx.data", "models/readout.onnx", "release.json", "validation_report.json"]
+    result = verify_bundle(bundle)
+    assert result.ok
+    record = read_json(bundle / "release.json")
+    schemas.validate(record, "release")
+    assert [a["role"] for a in record["artifacts"]] == ["promoted", "variant"]
+    assert {f["path"] for f in record["artifacts"][0]["files"]} == {"model.onnx", "model.onnx.data"}
+    assert record["tag"] == "core@v1.0.0"
+    assert record["reproduced"]["auc"]["delta"] == 0.0
+    mirror = read_json(registry / "analysis/release_v1.0.0.json")
+    schemas.validate(mirror, "release")
+    assert mirror["bundle"]["root_digest"] == result.root_digest
+    assert (bundle / "validation_report.json").read_bytes() == (
+        registry / "analysis/validation_report.json").read_bytes()
+    card = (bundle / "README.md").read_text()
+    assert "relgate verify models/core/v1.0.0" in card and "| auc" in card
+    assert all(not os.access(p, os.W_OK) or os.geteuid() == 0 for p in bundle.rglob("*") if p.is_file())
+    assert all((p.stat().st_mode & 0o222) == 0 for p in bundle.rglob("*") if p.is_file())
+    assert cli("verify", bundle, "--root-digest", result.root_digest).code == 0
+
+
+def test_promoting_twice_with_identical_content_is_a_noop(registry: Path) -> None:
+    assert promote(registry).returncode == 0
+    before = {p: p.stat().st_mtime_ns for p in (registry / BUNDLE).rglob("*")}
+    again = promote(registry)
+    assert again.returncode == 0, again.stderr
+    assert "already published with identical content" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in (registry / BUNDLE).rglob("*")} == before
+
+
+def test_same_name_with_changed_content_is_refused(registry: Path) -> None:
+    assert promote(registry).returncode == 0
+    linear_model(registry / "models/model.onnx", 2.5 * W_TRUE)
+    prepare(registry)  # honest new evidence for a different model, same release name
+    proc = promote(registry)
+    assert proc.returncode == 1
+    assert "already published with different content" in proc.stderr
+    assert verify_bundle(registry / BUNDLE).ok
+
+
+def test_model_changed_after_validation_is_refused(registry: Path) -> None:
+    linear_model(registry / "models/model.onnx", 2.0 * W_TRUE)
+    proc = promote(registry)
+    assert proc.returncode == 1
+    assert "models/model.onnx changed after validation" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (registry / "models/core").exists() or not any((registry / "models/core").iterdir())
+
+
+def test_report_with_edited_auc_is_refused_naming_the_metric(registry: Path) -> None:
+    path = registry / "analysis/validation_report.json"
+    report = read_json(path)
+    report["metrics"]["auc"]["value"] += 0.01
+    report["stats"]["auc"] = report["metrics"]["auc"]["value"]
+    write_json(path, report)
+    # the calibration and model are untouched, so the sha256 checks pass; the metric must not
+    proc = promote(registry)
+    assert proc.returncode == 1
+    assert "auc moved by -0.01" in proc.stderr
+    assert not (registry / BUNDLE).exists()
+
+
+def test_failing_gates_are_refused_and_nothing_is_published(registry: Path) -> None:
+    text = (registry / "params.yaml").read_text().replace("value: 0.7", "value: 0.99")
+    (registry / "params.yaml").write_text(text)
+    proc = promote(registry)
+    assert proc.returncode == 1
+    assert "gates failed" in proc.stderr and "auc" in proc.stderr
+    assert not (registry / BUNDLE).exists()
+
+
+def test_missing_evidence_is_bad_input(registry: Path) -> None:
+    (registry / "analysis/validation_report.json").unlink()
+    proc = promote(registry)
+    assert proc.returncode == 2
+    assert "analysis/validation_report.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+KILL = """
+import os, signal, sys
+import relgate.bundle as bundle, relgate.hashing as hashing
+where = sys.argv[1]
+orig_publish, orig_copy = bundle.publish_bundle, hashing.copy_and_hash
+copies = []
+def copy(src, dst):
+    copies.append(dst)
+    if where == "during-copy" and len(copies) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return orig_copy(src, dst)
+def publish(target, build, **kw):
+    def step(name):
+        if name == where:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return orig_publish(target, build, on_step=step, **kw)
+bundle.publish_bundle, hashing.copy_and_hash = publish, copy
+from relgate.cli import main
+sys.exit(main(["promote"]))
+"""
+
+
+@pytest.mark.parametrize("where", ["during-copy", "built", "synced", "locked", "renamed"])
+def test_sigkill_during_promotion_leaves_no_bundle_or_a_complete_one(registry: Path, where: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", KILL, where], cwd=registry, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    bundle = registry / BUNDLE
+    if where == "renamed":
+        assert verify_bundle(bundle).ok
+    else:
+        assert not bundle.exists()
+    after = promote(registry)
+    assert after.returncode == 0, after.stderr
+    assert verify_bundle(bundle).ok
+    leftovers = [p.name for p in bundle.parent.iterdir() if p.name != "v1.0.0"]
+    assert leftovers == [], leftovers
+
+
+def test_two_promotions_started_together_publish_exactly_once(registry: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-m", "relgate", "promote", "--json"], cwd=registry,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    created = [json.loads(out)["created"] for out, _ in outs]
+    assert sorted(created) == [False, True]
+    assert verify_bundle(registry / BUNDLE).ok
+
+
+def test_release_override_and_json_output(registry: Path) -> None:
+    proc = promote(registry, "--release", "v1.0.1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["name"] == "v1.0.1" and out["created"] is True
+    assert verify_bundle(registry / "models/core/v1.0.1").ok
+    bad = promote(registry, "--release", "../escape")
+    assert bad.returncode == 2 and "release.name" in bad.stderr
+
+
+def test_baseline_gate_against_the_previous_release(registry: Path) -> None:
+    assert promote(registry).returncode == 0
+    # a weaker candidate, judged "no worse than v1.0.0"
+    text = (registry / "params.yaml").read_text().replace("name: v1.0.0", "name: v1.1.0")
+    text = text.replace("release:\n", "  baseline:\n    release: v1.0.0\n    max_drop:\n      auc: 0.01\n"
+                        "release:\n", 1)
+    (registry / "params.yaml").write_text(text)
+    rng_weights = W_TRUE * 3.0
+    rng_weights[:8] = 0.0  # drops half the signal
+    linear_model(registry / "models/model.onnx", rng_weights)
+    prepare(registry)
+    proc = promote(registry)
+    assert proc.returncode == 1
+    assert "baseline" in proc.stderr and "auc" in proc.stderr
+    assert not (registry / "models/core/v1.1.0").exists()
