@@ -1,0 +1,628 @@
+"""The ``relgate report`` summary: one record, rendered for a pull request, a terminal or a script.
+
+``summarize`` turns a validation report, a published bundle (its validation report plus
+its release record) or a release record into a ``ReportSummary``: the gate verdict (the
+gates recorded in the report, or re-judged with the gates of a params file, e.g. the base
+branch's), the model and data digests, the model contract, and optionally the deltas of
+each metric against a baseline. Deltas are *paired* when the report carries the
+paired-bootstrap comparison ``relgate validate --baseline`` computed against that same
+baseline model (then each delta has an interval); otherwise they are plain differences of
+two reports and are labelled unpaired.
+
+``summary_markdown`` is what a workflow writes to ``$GITHUB_STEP_SUMMARY`` or a PR comment
+(byte-for-byte deterministic, checked by golden files); ``render_summary`` prints rich
+tables; ``summary_json`` is the machine form. Text that comes from the records (paths,
+reasons, tensor names) is escaped, so a report cannot inject HTML or break a table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relgate.gates import LOWER_IS_BETTER, GateResult, GateVerdict, apply_gates
+from relgate.params import GatesSpec
+from relgate.report.gates import _headline, _rule_text, render_verdict, verdict_json
+
+#: Output health stats with no "better" direction.
+NEUTRAL_METRICS = frozenset({"mean_std", "frac_sig"})
+#: Display order of metrics (relgate.metrics.ALL_METRICS, kept here to stay numpy-free).
+METRIC_ORDER = ("auc", "pr_auc", "f1", "precision", "recall", "accuracy", "specificity", "ece",
+                "brier", "mean_std", "high_corr_frac", "frac_sig")
+SHORT_SHA = 12
+BASELINE_SUFFIX = " vs baseline"
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reference:
+    """What the deltas are measured against: a previous report, bundle or release record."""
+
+    label: str
+    name: str | None
+    model_sha256: str | None
+    data_sha256: str | None
+    metrics: Mapping[str, Mapping[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "name": self.name, "model_sha256": self.model_sha256,
+                "data_sha256": self.data_sha256, "metrics": _plain(self.metrics)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reference:
+        return cls(label=str(d["label"]), name=d.get("name"), model_sha256=d.get("model_sha256"),
+                   data_sha256=d.get("data_sha256"), metrics=dict(d.get("metrics") or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeltaRow:
+    """One metric: this model's value, the baseline's, and their difference (candidate - baseline).
+
+    ``ci_low`` / ``ci_high`` bound the difference when it is paired (same samples, same
+    bootstrap resamples for both models); an unpaired difference has no interval.
+    """
+
+    metric: str
+    value: float | None
+    baseline: float | None
+    delta: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    paired: bool = False
+
+    @property
+    def change(self) -> str:
+        """better / worse / no change / inconclusive (paired interval spans 0) / undefined / ''."""
+        if self.delta is None:
+            return "undefined"
+        if self.metric in NEUTRAL_METRICS:
+            return ""
+        sign = -1.0 if self.metric in LOWER_IS_BETTER else 1.0
+        if self.paired and self.ci_low is not None and self.ci_high is not None:
+            lo, hi = sorted((sign * self.ci_low, sign * self.ci_high))
+            if lo > 0:
+                return "better"
+            if hi < 0:
+                return "worse"
+            return "inconclusive"
+        if self.delta == 0:
+            return "no change"
+        return "better" if sign * self.delta > 0 else "worse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "baseline": self.baseline,
+                "delta": self.delta, "ci_low": self.ci_low, "ci_high": self.ci_high,
+                "paired": self.paired, "change": self.change}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """The deltas of every metric against one baseline, with notes on how to read them."""
+
+    against: str
+    rows: tuple[DeltaRow, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def paired(self) -> bool:
+        return bool(self.rows) and all(r.paired for r in self.rows)
+
+    @property
+    def kind(self) -> str:
+        if self.paired:
+            return "paired"
+        return "partly paired" if any(r.paired for r in self.rows) else "unpaired"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"against": self.against, "kind": self.kind,
+                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportSummary:
+    """Everything ``relgate report`` shows, in one place for the three renderers."""
+
+    source: str
+    release: str | None
+    tag: str | None
+    model_path: str
+    model_sha256: str
+    contract: Mapping[str, Any]
+    data_path: str
+    data_sha256: str
+    split: str | None
+    n: int | None
+    n_pos: int | None
+    n_neg: int | None
+    calibration: str | None
+    threshold: float | None
+    confidence: float | None
+    metrics: Mapping[str, Mapping[str, Any]]
+    verdict: GateVerdict
+    gates_from: str | None
+    recorded_passed: bool
+    deltas: Mapping[str, Mapping[str, Any]]
+    comparison: Comparison | None
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
+
+    def gates_note(self) -> str | None:
+        """Said when re-judging changed the verdict the report recorded."""
+        if self.gates_from is None or self.recorded_passed == self.verdict.passed:
+            return None
+        return (f"the {self.what()} recorded {'passed' if self.recorded_passed else 'failed'} "
+                f"with its own gates; with the gates from {self.gates_from} it "
+                f"{'passes' if self.verdict.passed else 'fails'}")
+
+    def what(self) -> str:
+        """What was judged: a release (bundle or release record) or a report."""
+        return "release" if self.release is not None else "report"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``relgate report --format json``)."""
+        return {
+            "kind": "relgate-report",
+            "source": self.source,
+            "release": None if self.release is None else {"name": self.release, "tag": self.tag},
+            "passed": self.passed,
+            "gates_from": self.gates_from,
+            "recorded_passed": self.recorded_passed,
+            "verdict": verdict_json(self.verdict),
+            "model": {"path": self.model_path, "sha256": self.model_sha256,
+                      "contract": _plain(self.contract)},
+            "data": {"path": self.data_path, "sha256": self.data_sha256, "split": self.split,
+                     "n": self.n, "n_pos": self.n_pos, "n_neg": self.n_neg},
+            "calibration": self.calibration,
+            "threshold": self.threshold,
+            "confidence": self.confidence,
+            "metrics": _plain(self.metrics),
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
+        }
+
+
+# ---------------------------------------------------------------- building
+
+
+def promoted_artifact(release: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The release's one promoted artifact (schema-valid records have exactly one)."""
+    from relgate.errors import InputError
+
+    found = [a for a in release["artifacts"] if a.get("role") == "promoted"]
+    if len(found) != 1:
+        raise InputError(f"release {release.get('name')!r} has {len(found)} promoted artifacts",
+                         hint="a release record names exactly one promoted artifact")
+    art: Mapping[str, Any] = found[0]
+    return art
+
+
+def reference_from_records(label: str, *, report: Mapping[str, Any] | None = None,
+                           release: Mapping[str, Any] | None = None) -> Reference:
+    """A baseline from a previous validation report, a bundle (both) or a release record."""
+    if report is None and release is None:
+        raise ValueError("reference_from_records needs a report or a release record")
+    if release is not None:
+        art = promoted_artifact(release)
+        return Reference(label=label, name=str(release["name"]), model_sha256=art["sha256"],
+                         data_sha256=release["evidence"]["data"]["sha256"],
+                         metrics=release["metrics"])
+    assert report is not None
+    return Reference(label=label, name=None, model_sha256=report["model"]["sha256"],
+                     data_sha256=report["data"]["sha256"], metrics=report["metrics"])
+
+
+def summarize(source: str, *, report: Mapping[str, Any] | None = None,
+              release: Mapping[str, Any] | None = None, gates: GatesSpec | None = None,
+              gates_from: str | None = None, baseline: Reference | None = None) -> ReportSummary:
+    """Build the summary of a report, a bundle (report + release) or a release record.
+
+    With *gates* the metrics are re-judged with them (and *gates_from* names where they
+    came from); without, the verdict recorded in the release (else the report) is shown.
+    Records must already be schema-valid.
+    """
+    if report is None and release is None:
+        raise ValueError("summarize needs a report or a release record")
+    metrics: Mapping[str, Mapping[str, Any]] = (release or report or {})["metrics"]
+    recorded = GateVerdict.from_dict((release or report or {})["gates"])
+    block = None if report is None else report.get("baseline")
+    deltas: Mapping[str, Mapping[str, Any]] = {} if block is None else block["deltas"]
+    if gates is not None:
+        verdict = apply_gates(gates, metrics, deltas=None if block is None else deltas,
+                              baseline_name=None if block is None else block["name"])
+    else:
+        verdict, gates_from = recorded, None
+    if report is not None:
+        model, data = report["model"], report["data"]
+        model_path, model_sha, contract = model["path"], model["sha256"], model["contract"]
+        data_path, data_sha = data["path"], data["sha256"]
+        split, n, n_pos, n_neg = data.get("split"), data["n"], data["n_pos"], data["n_neg"]
+        cal = report.get("calibration")
+        calibration = None if cal is None else str(cal["path"])
+        threshold: float | None = float(report["threshold"])
+        boot = report.get("bootstrap") or {}
+        confidence = float(boot["confidence"]) if boot.get("resamples") else None
+        recorded_passed = bool(report["passed"]) if release is None else recorded.passed
+    else:
+        assert release is not None
+        art = promoted_artifact(release)
+        model_path, model_sha, contract = art["path"], art["sha256"], art.get("contract") or {}
+        evidence = release["evidence"]
+        data_path, data_sha = evidence["data"]["path"], evidence["data"]["sha256"]
+        split = n = n_pos = n_neg = None
+        cal = evidence.get("calibration")
+        calibration = None if cal is None else str(cal["path"])
+        threshold = confidence = None
+        recorded_passed = recorded.passed
+    comparison = None
+    if baseline is not None or block is not None:
+        comparison = compare(metrics, block=block, reference=baseline, model_sha256=model_sha,
+                             data_sha256=data_sha, confidence=confidence)
+    return ReportSummary(
+        source=source, release=None if release is None else str(release["name"]),
+        tag=None if release is None else release.get("tag"),
+        model_path=str(model_path), model_sha256=str(model_sha), contract=contract,
+        data_path=str(data_path), data_sha256=str(data_sha), split=split, n=n, n_pos=n_pos,
+        n_neg=n_neg, calibration=calibration, threshold=threshold, confidence=confidence,
+        metrics=metrics, verdict=verdict, gates_from=gates_from, recorded_passed=recorded_passed,
+        deltas=deltas, comparison=comparison,
+    )
+
+
+def compare(metrics: Mapping[str, Mapping[str, Any]], *, block: Mapping[str, Any] | None,
+            reference: Reference | None, model_sha256: str, data_sha256: str,
+            confidence: float | None) -> Comparison:
+    """Deltas of each metric: paired from the report's block when it is against *reference*.
+
+    The report's paired deltas are used when there is no *reference*, or when the
+    reference is the very model they were computed against (same model sha256);
+    otherwise every delta is a plain difference of the two records' values.
+    """
+    notes: list[str] = []
+    paired: Mapping[str, Mapping[str, Any]] = {}
+    if block is not None:
+        if reference is None or reference.model_sha256 == block["model_sha256"]:
+            paired = block["deltas"]
+        else:
+            notes.append(
+                f"The report's paired deltas are against release {block['name']} (model "
+                f"{block['model_sha256'][:SHORT_SHA]}), not this baseline (model "
+                f"{(reference.model_sha256 or '?')[:SHORT_SHA]}): they are not shown.")
+    if reference is not None:
+        against = reference.label if reference.name is None else (
+            f"release {reference.name} ({reference.label})")
+        base_metrics: Mapping[str, Mapping[str, Any]] = reference.metrics
+    else:
+        assert block is not None
+        against = f"release {block['name']} (model {block['model_sha256'][:SHORT_SHA]})"
+        base_metrics = {}
+    names = [m for m in _ordered({*metrics, *base_metrics, *paired})
+             if m in metrics and (m in paired or m in base_metrics)]
+    rows = []
+    for name in names:
+        value = _value(metrics.get(name))
+        if name in paired:
+            d = paired[name]
+            delta = _value(d)
+            base = _value(base_metrics.get(name)) if name in base_metrics else (
+                None if value is None or delta is None else value - delta)
+            rows.append(DeltaRow(metric=name, value=value, baseline=base, delta=delta,
+                                 ci_low=_number(d.get("ci_low")),
+                                 ci_high=_number(d.get("ci_high")), paired=True))
+        else:
+            base = _value(base_metrics.get(name))
+            delta = None if value is None or base is None else value - base
+            rows.append(DeltaRow(metric=name, value=value, baseline=base, delta=delta))
+    if any(r.paired for r in rows):
+        level = "" if confidence is None else f" {_pct(confidence)}"
+        notes.append(f"Paired: both models scored on the same samples, the same bootstrap "
+                     f"resamples for both; the{level} interval of a difference that excludes 0 "
+                     "is a real change, one that spans 0 is inconclusive.")
+    if rows and not any(r.paired for r in rows):
+        notes.append("Unpaired: plain differences of two records' point values, with no "
+                     "interval; validate with relgate validate --baseline <previous bundle> "
+                     "for paired bootstrap intervals.")
+    elif any(not r.paired for r in rows):
+        notes.append("Rows marked (unpaired) are plain differences of the two records' point "
+                     "values, with no interval.")
+    if reference is not None:
+        if reference.model_sha256 == model_sha256:
+            notes.append("The baseline is this very model (same sha256).")
+        if reference.data_sha256 is not None and reference.data_sha256 != data_sha256:
+            notes.append(f"The baseline was measured on other data (sha256 "
+                         f"{reference.data_sha256[:SHORT_SHA]}, this report "
+                         f"{data_sha256[:SHORT_SHA]}): the differences mix model and data changes.")
+    if not rows:
+        notes.append("No metric is in both records: nothing to compare.")
+    return Comparison(against=against, rows=tuple(rows), notes=tuple(notes))
+
+
+def _ordered(names: Any) -> list[str]:
+    rank = {name: i for i, name in enumerate(METRIC_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(float(x)) else None
+
+
+def _value(entry: Any) -> float | None:
+    if isinstance(entry, Mapping):
+        return _number(entry.get("value"))
+    return _number(entry)
+
+
+def _plain(obj: Any) -> Any:
+    """Mappings (including read-only proxies) and sequences as plain dicts and lists."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.4f}" if abs(x) < 1000 else f"{x:.4g}"
+
+
+def _signed(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    text = f"{x:+.4f}" if abs(x) < 1000 else f"{x:+.4g}"
+    return "+0.0000" if text == "-0.0000" else text
+
+
+def _interval(lo: float | None, hi: float | None, *, signed: bool = False) -> str:
+    if lo is None or hi is None:
+        return ""
+    f = _signed if signed else _num
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def _delta_text(row: DeltaRow, *, mixed: bool) -> str:
+    """The delta, its paired interval ('(point)' for a paired point difference), or '(unpaired)'."""
+    text = _signed(row.delta)
+    if row.paired:
+        return f"{text} {_interval(row.ci_low, row.ci_high, signed=True) or '(point)'}"
+    return f"{text} (unpaired)" if mixed else text
+
+
+def _pct(confidence: float) -> str:
+    return f"{confidence * 100:g}%"
+
+
+def _shape(shape: Any) -> str:
+    if shape is None:
+        return "(unknown rank)"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _estimate_for(summary: ReportSummary, r: GateResult) -> Mapping[str, Any] | None:
+    """The estimate a gate looked at: a metric, or a paired delta for a baseline guard."""
+    if r.metric.endswith(BASELINE_SUFFIX):
+        entry = summary.deltas.get(r.metric[: -len(BASELINE_SUFFIX)])
+    else:
+        entry = summary.metrics.get(r.metric)
+    return entry if isinstance(entry, Mapping) else None
+
+
+def _gates_source(summary: ReportSummary) -> str:
+    if summary.gates_from is None:
+        return f"gates recorded in the {summary.what()}"
+    return f"gates from {summary.gates_from} (not the ones recorded in the {summary.what()})"
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def md_text(text: str) -> str:
+    """Plain text for a Markdown table cell: one line, no HTML, no links, no broken columns."""
+    out = " ".join(str(text).split())
+    for char, repl in (("\\", "\\\\"), ("&", "&amp;"), ("<", "&lt;"), ("|", "\\|"),
+                       ("`", "\\`"), ("*", "\\*"), ("[", "\\["), ("]", "\\]")):
+        out = out.replace(char, repl)
+    return out
+
+
+def md_code(text: str) -> str:
+    """An inline code span that holds any text (backticks included) inside a table cell."""
+    body = " ".join(str(text).split()).replace("|", "\\|")
+    run = longest = 0
+    for ch in body:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") or not body.strip() else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def summary_markdown(summary: ReportSummary) -> str:
+    """The pull-request / step-summary Markdown: verdict, gates, deltas, digests, contract."""
+    v = summary.verdict
+    icon = "✅" if v.passed else "❌"
+    what = f"release {md_code(summary.release)}" if summary.release else md_code(summary.source)
+    lines = [f"### {icon} relgate: {what} {'passes' if v.passed else 'fails'} its gates", ""]
+    lines += [f"**{icon} {md_text(_headline(v))}** · {_gates_md(summary)}", ""]
+    lines += _gates_table_md(summary)
+    note = summary.gates_note()
+    if note:
+        lines += ["", f"> ⚠️ {md_text(note[0].upper() + note[1:])}."]
+    for reason in v.reasons:
+        if not any(reason == r.reason for r in v.results):
+            lines += ["", f"> ❌ {md_text(reason)}"]
+    lines += ["", *_metrics_md(summary)]
+    lines += ["", *_provenance_md(summary)]
+    lines += ["", *_contract_md(summary.contract)]
+    return "\n".join(lines) + "\n"
+
+
+def _gates_md(summary: ReportSummary) -> str:
+    if summary.gates_from is None:
+        return f"gates recorded in the {summary.what()}"
+    return (f"gates from {md_code(summary.gates_from)}, not the ones recorded in the "
+            f"{summary.what()}")
+
+
+def _gates_table_md(summary: ReportSummary) -> list[str]:
+    conf = "interval" if summary.confidence is None else f"{_pct(summary.confidence)} interval"
+    lines = [f"| | gate | observed | {conf} | reason |", "| :-: | --- | ---: | --- | --- |"]
+    if not summary.verdict.results:
+        lines.append("| ❌ | (no rules) | | | no gate rules: nothing can pass |")
+    for r in summary.verdict.results:
+        est = _estimate_for(summary, r)
+        ci = "" if est is None else _interval(_number(est.get("ci_low")),
+                                              _number(est.get("ci_high")),
+                                              signed=r.metric.endswith(BASELINE_SUFFIX))
+        observed = "n/a" if r.observed is None else (
+            _signed(r.observed) if r.metric.endswith(BASELINE_SUFFIX) else _num(r.observed))
+        lines.append(f"| {'✅' if r.passed else '❌'} | {md_code(_rule_text(r))} | {observed} | "
+                     f"{ci} | {md_text(r.reason)} |")
+    return lines
+
+
+def _metrics_md(summary: ReportSummary) -> list[str]:
+    comp = summary.comparison
+    conf = "" if summary.confidence is None else f" ({_pct(summary.confidence)} interval)"
+    if comp is None:
+        lines = ["#### Metrics", "", f"| metric | value{conf} | note |", "| --- | ---: | --- |"]
+        for name in _ordered(summary.metrics):
+            e = summary.metrics[name]
+            value = _num(_value(e))
+            ci = _interval(_number(e.get("ci_low")), _number(e.get("ci_high")))
+            lines.append(f"| {md_text(name)} | {value}{' ' + ci if ci else ''} | "
+                         f"{md_text(str(e.get('reason', '')))} |")
+        return lines
+    lines = [f"#### Metrics vs {md_text(comp.against)}: {comp.kind}", "",
+             f"| metric | this model{conf} | baseline | delta | change |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    compared = {r.metric: r for r in comp.rows}
+    for name in _ordered(summary.metrics):
+        e = summary.metrics[name]
+        ci = _interval(_number(e.get("ci_low")), _number(e.get("ci_high")))
+        value = _num(_value(e)) + (f" {ci}" if ci else "")
+        row = compared.get(name)
+        if row is None:
+            lines.append(f"| {md_text(name)} | {value} | | | |")
+            continue
+        delta = _delta_text(row, mixed=comp.kind == "partly paired")
+        change = {"better": "better", "worse": "**worse**"}.get(row.change, row.change)
+        lines.append(f"| {md_text(name)} | {value} | {_num(row.baseline)} | {delta} | {change} |")
+    for note in comp.notes:
+        lines += ["", md_text(note)]
+    return lines
+
+
+def _provenance_md(summary: ReportSummary) -> list[str]:
+    lines = ["#### Model and data", "", "| | path | sha256 |", "| --- | --- | --- |"]
+    lines.append(f"| model | {md_code(summary.model_path)} | "
+                 f"{md_code(summary.model_sha256[:SHORT_SHA])} |")
+    data = md_code(summary.data_path)
+    if summary.n is not None:
+        split = f"split {md_text(summary.split)}, " if summary.split else ""
+        data += f" ({split}n={summary.n}: {summary.n_pos} positive, {summary.n_neg} negative)"
+    lines.append(f"| data | {data} | {md_code(summary.data_sha256[:SHORT_SHA])} |")
+    if summary.calibration is not None:
+        thr = "" if summary.threshold is None else f", threshold {summary.threshold:.4g}"
+        lines.append(f"| calibration | {md_code(summary.calibration)}{thr} | |")
+    elif summary.threshold is not None:
+        lines.append(f"| calibration | none (raw scores), threshold {summary.threshold:.4g} | |")
+    if summary.release is not None:
+        tag = f" (tag {md_code(summary.tag)})" if summary.tag else ""
+        lines.append(f"| release | {md_code(summary.release)}{tag} | |")
+    return lines
+
+
+def _contract_md(contract: Mapping[str, Any]) -> list[str]:
+    lines = ["#### Model contract", "", "| | name | dtype | shape |", "| --- | --- | --- | --- |"]
+    for side in ("inputs", "outputs"):
+        for t in contract.get(side) or ():
+            lines.append(f"| {side[:-1]} | {md_code(str(t.get('name')))} | "
+                         f"{md_text(str(t.get('dtype')))} | {md_code(_shape(t.get('shape')))} |")
+    extra = []
+    if contract.get("score_output"):
+        kind = contract.get("score_kind")
+        extra.append(f"score output {md_code(str(contract['score_output']))}"
+                     + (f" ({md_text(str(kind))})" if kind else ""))
+    opsets = contract.get("opsets")
+    if isinstance(opsets, Mapping) and opsets:
+        extra.append("opsets " + ", ".join(f"{md_text(d or 'ai.onnx')} {opsets[d]}"
+                                           for d in sorted(opsets)))
+    if extra:
+        lines += ["", _cap("; ".join(extra)) + "."]
+    return lines
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# ---------------------------------------------------------------- terminal and JSON
+
+
+def render_summary(summary: ReportSummary, console: Any) -> None:
+    """Rich tables: the verdict (as ``relgate gate`` prints it), metrics, deltas, digests."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    title = summary.source if summary.release is None else (
+        f"release {summary.release} ({summary.source})")
+    render_verdict(summary.verdict, console, title=title, note=summary.gates_note())
+    console.print(escape(_gates_source(summary)))
+    comp = summary.comparison
+    conf = "interval" if summary.confidence is None else f"{_pct(summary.confidence)} interval"
+    table = Table(title="metrics" if comp is None else f"metrics vs {comp.against}: {comp.kind}",
+                  title_justify="left")
+    cols = ["metric", "value", conf] + ([] if comp is None else ["baseline", "delta", "change"])
+    for col in cols:
+        table.add_column(escape(col))
+    compared = {} if comp is None else {r.metric: r for r in comp.rows}
+    for name in _ordered(summary.metrics):
+        e = summary.metrics[name]
+        cells = [name, _num(_value(e)), _interval(_number(e.get("ci_low")),
+                                                  _number(e.get("ci_high")))]
+        if comp is not None:
+            row = compared.get(name)
+            if row is None:
+                cells += ["", "", ""]
+            else:
+                delta = _delta_text(row, mixed=comp.kind == "partly paired")
+                cells += [_num(row.baseline), delta, row.change]
+        table.add_row(*(escape(c) for c in cells))
+    console.print(table)
+    for note in () if comp is None else comp.notes:
+        console.print(escape(note))
+    data = f"{summary.data_path} sha256 {summary.data_sha256[:SHORT_SHA]}"
+    if summary.n is not None:
+        data += f" (n={summary.n}: {summary.n_pos} positive, {summary.n_neg} negative)"
+    console.print(escape(f"model {summary.model_path} sha256 {summary.model_sha256[:SHORT_SHA]}"))
+    console.print(escape(f"data  {data}"))
+    tensors = Table(title="model contract", title_justify="left")
+    for col in ("", "name", "dtype", "shape"):
+        tensors.add_column(col)
+    for side in ("inputs", "outputs"):
+        for t in summary.contract.get(side) or ():
+            tensors.add_row(side[:-1], escape(str(t.get("name"))), escape(str(t.get("dtype"))),
+                            escape(_shape(t.get("shape"))))
+    console.print(tensors)
+
+
+def summary_json(summary: ReportSummary) -> dict[str, Any]:
+    """The machine form: verdict (a gate_verdict record), digests, metrics, comparison."""
+    return summary.to_dict()
+
+
+__all__: Sequence[str] = [
+    "Comparison", "DeltaRow", "Reference", "ReportSummary", "compare", "md_code", "md_text",
+    "reference_from_records", "render_summary", "summarize", "summary_json", "summary_markdown",
+]
