@@ -16,6 +16,11 @@ from relgate.cli import main
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite tests/golden/* from the current output (review the diff)")
+
+
 @pytest.fixture(autouse=True)
 def sandbox_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep DVC and git inside the test's temp folders; no analytics, no update checks."""

@@ -197,7 +197,7 @@ def evaluate_rule(rule: GateRule, metrics: Mapping[str, Any]) -> GateResult:
 def _baseline_rule(name: str, max_drop: float, on: str,
                    deltas: Mapping[str, Any] | None, baseline_problem: str | None) -> GateResult:
     lower = name in LOWER_IS_BETTER
-    op, bound = ("<=", max_drop) if lower else (">=", -max_drop)
+    op, bound = ("<=", max_drop) if lower else (">=", 0.0 - max_drop)
     side = "ci_high" if (lower and on == "ci_low") else on
     metric = f"{name} vs baseline"
     direction = "rise" if lower else "drop"

@@ -103,7 +103,7 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 class _NoAliasComposer(_StrictLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise ParamsError(
                 f"line {event.start_mark.line + 1}: anchors and aliases are not allowed",
                 hint="write values out in full",
