@@ -1,0 +1,547 @@
+"""Distribution: consumers fetch a released core bundle through DVC, verified, and list releases.
+
+``fetch_bundle`` is the consumer's one command. It uses ``dvc get`` rather than
+``dvc import``: the consumer needs no DVC project, and ``dvc get`` writes plain
+files where it is told, so the bundle can land in a private temp folder beside
+the target, be verified there and only then be renamed into place (an import
+writes a ``.dvc`` file next to its output and cannot be moved afterwards).
+Projects that want a tracked, updatable copy use ``dvc import`` and then
+``relgate verify``; both routes end at the same bytes.
+
+The root digest is pinned outside the bundle: the registry's git-tracked
+``analysis/release_<name>.json`` at the very commit the bundle is fetched from
+(the tag is resolved to a commit once, in a clone, and both reads use that
+commit). A remote whose files and manifest were rewritten consistently still
+verifies against its own manifest; it cannot match the pin held in git.
+
+DVC and git run as subprocesses: their output is captured and reduced to one
+line, and importing relgate never imports dvc.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from relgate.errors import InputError, Refusal, RelgateError, VerificationFailed
+
+RECORD_DIR = "analysis"
+CORE_DIR = "models/core"
+FETCH_PREFIX = ".relgate-fetch-"
+_RELEASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_RECORD_FILE = re.compile(r"release_(.+)\.json")
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\\]+@[^/\\]+:")
+_MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+StepFn = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def dvc_command() -> list[str]:
+    """How to run DVC: the ``dvc`` beside this interpreter, else ``python -m dvc``, else PATH."""
+    beside = Path(sys.executable).parent / "dvc"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    if importlib.util.find_spec("dvc") is not None:
+        return [sys.executable, "-m", "dvc"]
+    found = shutil.which("dvc")
+    if found:
+        return [found]
+    raise InputError("dvc is not installed", hint="pip install dvc (and dvc-s3 for S3 remotes)")
+
+
+def _tool_env() -> dict[str, str]:
+    """The caller's environment, minus anything that could make git or DVC wait for a person."""
+    env = dict(os.environ)
+    env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def _run(cmd: Sequence[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(list(cmd), cwd=cwd, env=_tool_env(), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        raise InputError(f"{cmd[0]}: not found", hint="install it and make sure it is on PATH") \
+            from None
+
+
+def tool_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The lines of a failed git/DVC run that say what went wrong, joined into one line."""
+    lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+    keep = [ln for ln in lines if ln.startswith(("ERROR", "fatal:", "error:"))] or lines[-2:]
+    keep = [ln for ln in keep if "Having any troubles?" not in ln]
+    text = " ".join(" ".join(keep).split())
+    return (text[:600] + "...") if len(text) > 600 else (text or f"exit status {proc.returncode}")
+
+
+def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return _run(["git", *args], cwd=cwd)
+
+
+def _is_local(repo: str) -> bool:
+    return not _URL_LIKE.match(repo) and os.path.isdir(repo)
+
+
+def _source(repo: str) -> str:
+    """An absolute path for a local registry (DVC and git run elsewhere), a URL unchanged."""
+    return str(Path(repo).resolve()) if _is_local(repo) else repo
+
+
+def clone(repo: str, dest: Path) -> Path:
+    """``git clone --no-checkout`` of *repo* into *dest* (history, tags and branches only)."""
+    proc = _run(["git", "clone", "--quiet", "--no-checkout", "--", _source(repo), str(dest)])
+    if proc.returncode != 0:
+        raise InputError(f"{repo}: cannot clone the registry ({tool_error(proc)})",
+                         hint="give a git URL or the path of a registry's git repository")
+    return dest
+
+
+def resolve_rev(repo_dir: Path, rev: str | None, *, label: str) -> str:
+    """The commit *rev* names in a clone (a tag, a branch of origin, a sha); HEAD when None."""
+    if rev is not None and (not rev or rev.startswith("-") or "\n" in rev):
+        raise InputError(f"--rev {rev!r}: not a usable git revision")
+    for candidate in ([rev, f"origin/{rev}"] if rev else ["HEAD"]):
+        proc = _git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", cwd=repo_dir)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+    if rev is None:
+        raise InputError(f"{label}: the repository has no commits")
+    raise InputError(f"{label}: unknown revision {rev!r}",
+                     hint="use a release tag (core@<name>), a branch or a commit; "
+                          "'relgate releases REPO' lists the tags")
+
+
+def _show(repo_dir: Path, commit: str, path: str) -> bytes | None:
+    """A file's bytes at *commit*, or None when it is not in that tree."""
+    proc = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo_dir, env=_tool_env(),
+                          capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def _check_name(name: str) -> str:
+    if not _RELEASE_NAME.fullmatch(name) or ".." in name or name.endswith((".", ".lock")):
+        raise InputError(f"{name!r} is not a release name",
+                         hint="release names are like v1.2.0 (letters, digits, '.', '_', '-')")
+    return name
+
+
+# --------------------------------------------------------------------------- release records
+
+
+def parse_record(data: bytes, *, source: str, name: str | None = None) -> dict[str, Any]:
+    """A schema-valid release record, strict JSON; its name must be *name* when given."""
+    from relgate import schemas
+    from relgate.jsonio import loads_strict
+
+    if len(data) > _MAX_RECORD_BYTES:
+        raise InputError(f"{source}: {len(data)} bytes, larger than a release record can be")
+    record = loads_strict(data, source=source)
+    schemas.validate(record, "release", source=source)
+    if name is not None and record["name"] != name:
+        raise InputError(f"{source}: names release {record['name']!r}, expected {name!r}",
+                         hint="the record's file name and its name field must agree")
+    assert isinstance(record, dict)
+    return record
+
+
+def record_path(name: str) -> str:
+    return f"{RECORD_DIR}/release_{name}.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pin:
+    """Where a pinned root digest came from (or why there is none)."""
+
+    root_digest: str | None
+    source: str
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root_digest": self.root_digest, "source": self.source, "note": self.note}
+
+
+def pin_from_record(data: bytes | None, *, name: str, source: str) -> tuple[Pin, str | None]:
+    """The pin a release record gives, and the bundle path it names (None: no record)."""
+    if data is None:
+        return Pin(root_digest=None, source=source,
+                   note=f"{source} not found: no root digest pinned outside the bundle; "
+                        "verified against the bundle's own manifest only"), None
+    record = parse_record(data, source=source, name=name)
+    bundle = record.get("bundle")
+    if not bundle:
+        return Pin(root_digest=None, source=source,
+                   note=f"{source} has no bundle.root_digest: verified against the bundle's "
+                        "own manifest only"), None
+    return Pin(root_digest=bundle["root_digest"], source=source), str(bundle["path"])
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchResult:
+    """What ``relgate fetch`` did: the verification, the pin, and whether the bundle was placed."""
+
+    release: str
+    repo: str
+    rev: str | None
+    commit: str
+    bundle_path: str
+    out: str
+    placed: bool
+    pin: Pin
+    verify: Any  # relgate.bundle.VerifyResult (imported lazily)
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.placed and not self.problems and bool(self.verify.ok)
+
+    def reasons(self) -> list[str]:
+        return [*self.verify.reasons(), *self.problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "release": self.release, "repo": self.repo, "rev": self.rev,
+            "commit": self.commit, "path": self.bundle_path, "out": self.out,
+            "placed": self.placed, "root_digest": self.verify.root_digest,
+            "pin": self.pin.to_dict(), "reasons": self.reasons(), "notes": list(self.notes),
+            "verify": self.verify.to_dict(),
+        }
+
+
+def _dvc_tracks(repo_dir: Path, commit: str, path: str) -> bool:
+    """Whether *path* is a DVC output (dvc.lock or a .dvc file) or a git path at *commit*."""
+    import yaml
+
+    if _show(repo_dir, commit, f"{path}.dvc") is not None:
+        return True
+    if _git("cat-file", "-e", f"{commit}:{path}", cwd=repo_dir).returncode == 0:
+        return True
+    lock = _show(repo_dir, commit, "dvc.lock")
+    if lock is None:
+        return False
+    try:
+        data = yaml.safe_load(lock)
+    except yaml.YAMLError:
+        return False
+    stages = data.get("stages", {}) if isinstance(data, dict) else {}
+    for stage in stages.values() if isinstance(stages, dict) else ():
+        outs = stage.get("outs", []) if isinstance(stage, dict) else []
+        if any(isinstance(o, dict) and o.get("path") == path for o in outs):
+            return True
+    return False
+
+
+def fetch_bundle(
+    repo: str,
+    release: str,
+    out: str | os.PathLike[str],
+    *,
+    rev: str | None = None,
+    on_step: StepFn | None = None,
+) -> FetchResult:
+    """Download release *release* of *repo* with ``dvc get``, verify it, then move it to *out*.
+
+    Nothing is ever left at *out* unless it verified (and matched the pinned
+    root digest when the registry has one): the download goes to a private
+    folder beside *out*, which is removed whatever happens. A verification
+    failure is returned (``placed=False``); a failed download raises Refusal
+    (exit 1); bad input (existing *out*, unknown repository, revision or
+    release) raises InputError (exit 2).
+    """
+    from relgate.bundle import force_rmtree, rename_noreplace, seal_tree, verify_bundle
+    from relgate.jsonio import fsync_dir
+
+    step = on_step or (lambda _msg: None)
+    _check_name(release)
+    target = Path(out)
+    if os.path.lexists(target):
+        raise InputError(f"{target}: already exists; relgate fetch never overwrites",
+                         hint="choose a new -o folder, or remove the old one yourself")
+    if target.name in ("", ".", ".."):
+        raise InputError(f"{out}: not a usable folder name", hint="name the folder, e.g. -o core")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{parent}: cannot create ({exc.strerror})") from None
+    work = parent.resolve() / f"{FETCH_PREFIX}{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        os.mkdir(work, 0o700)
+    except OSError as exc:
+        raise InputError(f"{parent}: cannot create a temp folder ({exc.strerror})",
+                         hint="fetch into a writable folder") from None
+    try:
+        step(f"cloning {repo}")
+        repo_dir = clone(repo, work / "repo")
+        commit = resolve_rev(repo_dir, rev, label=repo)
+        rec_source = f"{record_path(release)} at {commit[:12]}"
+        pin, named_path = pin_from_record(_show(repo_dir, commit, record_path(release)),
+                                          name=release, source=rec_source)
+        bundle_path = named_path or f"{CORE_DIR}/{release}"
+        if PurePosixPath(bundle_path).name != release:
+            raise InputError(f"{rec_source}: bundle.path {bundle_path!r} is not a folder named "
+                             f"{release}")
+        download = work / "bundle"
+        step(f"downloading {bundle_path} at {commit[:12]} with dvc get")
+        proc = _run([*dvc_command(), "get", "--rev", commit, "-o", str(download), "--",
+                     _source(repo), bundle_path], cwd=work)
+        if proc.returncode != 0:
+            if not _dvc_tracks(repo_dir, commit, bundle_path):
+                raise InputError(f"{repo}: no release {release!r} at {rev or 'HEAD'} "
+                                 f"({bundle_path} is not tracked there)",
+                                 hint="'relgate releases REPO' lists the releases and their tags")
+            raise Refusal(f"dvc get {bundle_path} failed, so nothing was fetched: "
+                          f"{tool_error(proc)}",
+                          hint="the DVC remote is unreachable or holds damaged or missing "
+                               "objects; tell the registry's maintainers")
+        if not download.is_dir():
+            raise Refusal(f"dvc get {bundle_path}: did not produce a folder",
+                          hint="a core bundle is a folder; check the release name")
+        seal_tree(download)
+        step("verifying")
+        try:
+            result = verify_bundle(download, expected_root_digest=pin.root_digest)
+        except RelgateError as exc:
+            raise VerificationFailed(f"{bundle_path} at {commit[:12]} does not verify: "
+                                     f"{exc.message}",
+                                     hint="the download is damaged or was tampered with; "
+                                          "nothing was written") from None
+        problems = [] if not result.ok else _release_name_problems(download, release)
+        notes = [pin.note] if pin.note else []
+        placed = False
+        if result.ok and not problems:
+            try:
+                rename_noreplace(download, target)
+            except FileExistsError:
+                raise InputError(f"{target}: appeared while fetching; it was left alone",
+                                 hint="choose a new -o folder") from None
+            fsync_dir(parent)
+            placed = True
+        label = str(target) if placed else f"{bundle_path} at {commit[:12]} (not placed)"
+        result = dataclasses.replace(result, folder=label)
+        return FetchResult(release=release, repo=repo, rev=rev, commit=commit,
+                           bundle_path=bundle_path, out=str(target), placed=placed, pin=pin,
+                           verify=result, problems=tuple(problems), notes=tuple(notes))
+    finally:
+        force_rmtree(work)
+
+
+def _release_name_problems(bundle: Path, release: str) -> list[str]:
+    """The verified bundle's release.json must name *release* (a renamed folder is refused)."""
+    from relgate.jsonio import loads_strict
+
+    try:
+        data = (bundle / "release.json").read_bytes()
+        name = loads_strict(data, source="release.json").get("name")
+    except (OSError, RelgateError, AttributeError):
+        return ["release.json: missing or unreadable, so the bundle's release is unknown."]
+    if name != release:
+        return [f"release.json: this bundle is release {name!r}, not {release!r}."]
+    return []
+
+
+# --------------------------------------------------------------------------- releases
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseInfo:
+    """One release of a registry, as its release record describes it."""
+
+    name: str
+    tag: str | None
+    tag_commit: str | None
+    root_digest: str | None
+    promoted: Mapping[str, Any]
+    metrics: Mapping[str, float | None]
+    created: str
+    git_commit: str | None
+    record: str
+    bundle_path: str
+    present: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "tag": self.tag, "tag_commit": self.tag_commit,
+            "root_digest": self.root_digest, "promoted": dict(self.promoted),
+            "metrics": dict(self.metrics), "created": self.created,
+            "git_commit": self.git_commit, "record": self.record,
+            "bundle_path": self.bundle_path, "present": self.present,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseListing:
+    """Every release found in a registry, newest first."""
+
+    repo: str
+    local: bool
+    commit: str | None
+    releases: tuple[ReleaseInfo, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repo": self.repo, "local": self.local, "commit": self.commit,
+                "releases": [r.to_dict() for r in self.releases], "notes": list(self.notes)}
+
+
+HEADLINE_METRICS = ("auc", "f1")
+
+
+def release_info(record: Mapping[str, Any], *, source: str, tag: str | None,
+                 tag_commit: str | None, present: bool | None) -> ReleaseInfo:
+    promoted = next((a for a in record["artifacts"] if a["role"] == "promoted"), None)
+    metrics: dict[str, float | None] = {}
+    for name in HEADLINE_METRICS:
+        value = record["metrics"].get(name, {}).get("value")
+        metrics[name] = None if isinstance(value, bool) or not isinstance(value, int | float) \
+            else float(value)
+    bundle = record.get("bundle") or {}
+    return ReleaseInfo(
+        name=record["name"], tag=tag, tag_commit=tag_commit,
+        root_digest=bundle.get("root_digest"),
+        promoted={} if promoted is None else {"path": promoted["path"],
+                                               "sha256": promoted["sha256"]},
+        metrics=metrics, created=record["created"],
+        git_commit=record["provenance"].get("git_commit"), record=source,
+        bundle_path=bundle.get("path") or f"{CORE_DIR}/{record['name']}", present=present,
+    )
+
+
+def _version_key(info: ReleaseInfo) -> tuple[Any, ...]:
+    """Newest first: semantic versions by number, then by date, then by name."""
+    m = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)(.*)", info.name)
+    version = (1, int(m[1]), int(m[2]), int(m[3]), m[4] == "", m[4]) if m else (0,)
+    return (version, info.created, info.name)
+
+
+def _tags(repo_dir: Path) -> dict[str, tuple[str, str]]:
+    """``core@<name>`` tags: release name -> (tag, commit it points at)."""
+    from relgate.release import TAG_PREFIX
+
+    proc = _git("for-each-ref", "--format=%(refname:strip=2) %(objectname) %(*objectname)",
+                f"refs/tags/{TAG_PREFIX}*", cwd=repo_dir)
+    if proc.returncode != 0:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].startswith(TAG_PREFIX):
+            out[parts[0][len(TAG_PREFIX):]] = (parts[0], parts[-1])
+    return out
+
+
+def _git_toplevel(folder: Path) -> Path | None:
+    proc = _git("rev-parse", "--show-toplevel", cwd=folder)
+    if proc.returncode != 0:
+        return None
+    top = Path(proc.stdout.strip())
+    return top if top.resolve() == folder.resolve() else None
+
+
+def _head(folder: Path) -> str | None:
+    proc = _git("rev-parse", "--verify", "--quiet", "HEAD^{commit}", cwd=folder)
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def _is_bare(folder: Path) -> bool:
+    proc = _git("rev-parse", "--is-bare-repository", cwd=folder)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def list_releases(repo: str = ".") -> ReleaseListing:
+    """The releases of a registry: a local folder (working tree), or a git repository (a clone).
+
+    Records come from ``analysis/release_*.json`` (the working tree of a local
+    folder, HEAD of a clone), plus the record at each ``core@<name>`` tag whose
+    release is no longer recorded there. Every record is schema-validated and
+    must be named like its file.
+    """
+    import tempfile
+
+    from relgate.jsonio import read_capped
+
+    if _is_local(repo) and not _is_bare(Path(repo)):
+        root = Path(repo)
+        git_dir = _git_toplevel(root)
+        tags = _tags(root) if git_dir is not None else {}
+        commit = _head(root) if git_dir is not None else None
+        found: dict[str, tuple[dict[str, Any], str]] = {}
+        folder = root / RECORD_DIR
+        for path in sorted(folder.glob("release_*.json")) if folder.is_dir() else []:
+            m = _RECORD_FILE.fullmatch(path.name)
+            if m is None:
+                continue
+            data = read_capped(path, max_bytes=_MAX_RECORD_BYTES, what="release record")
+            found[m[1]] = (parse_record(data, source=str(path), name=m[1]), str(path))
+        if git_dir is not None:
+            _add_tagged(found, tags, root)
+        infos = [release_info(rec, source=src, tag=tags.get(name, (None, None))[0],
+                              tag_commit=tags.get(name, (None, None))[1],
+                              present=_present(root, rec))
+                 for name, (rec, src) in found.items()]
+        notes = () if git_dir is not None else (
+            f"{repo} is not the top of a git repository: tags are not listed",)
+        return ReleaseListing(repo=repo, local=True, commit=commit,
+                              releases=tuple(sorted(infos, key=_version_key, reverse=True)),
+                              notes=notes)
+
+    with tempfile.TemporaryDirectory(prefix="relgate-releases-") as tmp:
+        repo_dir = clone(repo, Path(tmp) / "repo")
+        commit = resolve_rev(repo_dir, None, label=repo)
+        tags = _tags(repo_dir)
+        found = {}
+        proc = _git("ls-tree", "--name-only", commit, f"{RECORD_DIR}/", cwd=repo_dir)
+        for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+            m = _RECORD_FILE.fullmatch(PurePosixPath(line).name)
+            blob = _show(repo_dir, commit, line) if m else None
+            if m and blob is not None:
+                source = f"{line} at {commit[:12]}"
+                found[m[1]] = (parse_record(blob, source=source, name=m[1]), source)
+        _add_tagged(found, tags, repo_dir)
+        infos = [release_info(rec, source=src, tag=tags.get(name, (None, None))[0],
+                              tag_commit=tags.get(name, (None, None))[1], present=None)
+                 for name, (rec, src) in found.items()]
+        return ReleaseListing(repo=repo, local=False, commit=commit,
+                              releases=tuple(sorted(infos, key=_version_key, reverse=True)))
+
+
+def _add_tagged(found: dict[str, tuple[dict[str, Any], str]],
+                tags: Mapping[str, tuple[str, str]], repo_dir: Path) -> None:
+    """Add the record at each release tag whose release is not recorded at the tip."""
+    for name, (tag, commit) in sorted(tags.items()):
+        if name in found or not _RELEASE_NAME.fullmatch(name):
+            continue
+        data = _show(repo_dir, commit, record_path(name))
+        if data is not None:
+            source = f"{record_path(name)} at {tag}"
+            found[name] = (parse_record(data, source=source, name=name), source)
+
+
+def _present(root: Path, record: Mapping[str, Any]) -> bool:
+    bundle = record.get("bundle") or {}
+    path = root / str(bundle.get("path") or f"{CORE_DIR}/{record['name']}")
+    return (path / "manifest.json").is_file() and not path.is_symlink()
+
+
+__all__ = [
+    "FetchResult", "Pin", "ReleaseInfo", "ReleaseListing", "clone", "dvc_command",
+    "fetch_bundle", "list_releases", "parse_record", "pin_from_record", "resolve_rev",
+    "tool_error",
+]
