@@ -300,9 +300,13 @@ def test_release_gate_judges_with_the_base_branch_params() -> None:
         'git show "origin/${BASE_REF}:params.yaml" > "$RUNNER_TEMP/base-params.yaml"' in base["run"]
     )
     gate = step_named(path, "Gate with")
-    assert gate["run"] == (
-        'relgate gate analysis/validation_report.json --params "$RUNNER_TEMP/base-params.yaml"'
+    assert gate["run"].rstrip().endswith(
+        '"$JUDGE" gate "$RUNNER_TEMP/judged-report.json" --params "$RUNNER_TEMP/base-params.yaml"'
     )
+    judge = step_named(path, "Install the judge")
+    assert 'git worktree add --detach "$RUNNER_TEMP/base-src" "origin/${BASE_REF}"' in judge["run"]
+    judged = step_named(path, "Re-validate the candidate")
+    assert '--params "$RUNNER_TEMP/base-params.yaml"' in judged["run"]
     summary = step_named(path, "summary")
     assert '--params "$RUNNER_TEMP/base-params.yaml"' in summary["run"]
     assert '>> "$GITHUB_STEP_SUMMARY"' in summary["run"]
