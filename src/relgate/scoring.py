@@ -382,8 +382,10 @@ class Scorer:
         self.contract = contract if contract is not None else onnxmodel.load_contract(
             self.path, input_name=input_name, output_name=output_name,
             positive_index=positive_index)
-        if probe:
+        if probe:  # checks external data confinement again, then loads in a child
             onnxmodel.probe_session(self.path, timeout_s=probe_timeout_s, threads=threads)
+        else:
+            onnxmodel.external_data_files(self.path)
         self.session = onnxmodel.make_session(self.path, threads=threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.features_output = self.contract.features_output

@@ -207,6 +207,11 @@ def test_evaluate_bad_inputs_are_one_line(cli: Any, models: dict[str, Path],
     assert res.code == 2 and "missing key(s) 'x'" in _one_line_error(res.err)
     res = cli("evaluate", "--model", models["tokens"], "--data", tmp_path / "no.npz", "--out", out)
     assert res.code == 2 and "no such file" in _one_line_error(res.err)
+    t, y = f.tokens(10)
+    t[3, 5] = f.VOCAB + 7  # outside the embedding table: onnxruntime's Gather refuses it
+    bad_tokens = f.write_npz(tmp_path / "bad_tokens.npz", input_tokens=t, y=y)
+    res = cli("evaluate", "--model", models["tokens"], "--data", bad_tokens, "--out", out)
+    assert res.code == 2 and "onnxruntime failed on samples 0..9" in _one_line_error(res.err)
     res = cli("evaluate", "--model", models["cnn"], "--data", data["wave"], "--out", out,
               "--threads", "0")
     assert res.code == 2 and "at least 1" in _one_line_error(res.err)
