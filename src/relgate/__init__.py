@@ -8,9 +8,15 @@ exit codes. Heavy imports (onnxruntime, torch) happen only inside the
 functions that need them, so ``relgate --help`` stays fast.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("relgate")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
+
+def __getattr__(name: str) -> str:
+    """``relgate.__version__``, read from the installed metadata only when asked for."""
+    if name != "__version__":
+        raise AttributeError(name)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relgate")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without install
+        return "0+unknown"

@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
-from relgate import __version__
 from relgate.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, RelgateError
 
 
@@ -27,6 +26,17 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"relgate: error: {message}; see '{self.prog} --help'\n")
         raise SystemExit(EXIT_BAD_INPUT)
+
+
+class _VersionAction(argparse.Action):
+    """Like argparse's version action, but reads the version only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        import relgate
+
+        sys.stdout.write(f"relgate {relgate.__version__}\n")
+        parser.exit()
 
 
 def command_modules() -> list[ModuleType]:
@@ -43,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reproducible, governed releases of ML models. "
         "Exit codes: 0 ok, 1 governed refusal, 2 bad input or usage, 130 interrupted.",
     )
-    parser.add_argument("--version", action="version", version=f"relgate {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="show relgate's version and exit")
     parser.add_argument(
         "--traceback", action="store_true", help="show the full Python traceback on errors"
     )

@@ -16,12 +16,11 @@ import math
 import os
 import re
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from relgate.errors import InputError, JSONFormatError
 
@@ -107,16 +106,31 @@ def loads_strict(data: bytes, *, source: str = "<json>", max_depth: int = MAX_JS
         raise JSONFormatError(f"{source}: unreadable JSON: {exc}", hint="fix the value") from None
 
 
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
 def _nesting_depth(data: bytes) -> int:
-    """Maximum bracket depth outside strings, computed without recursion."""
-    stripped = _STRING.sub(b"", data)
-    arr = np.frombuffer(stripped, dtype=np.uint8)
-    if arr.size == 0:
-        return 0
-    step = np.zeros(arr.shape, dtype=np.int64)
-    step[(arr == ord("[")) | (arr == ord("{"))] = 1
-    step[(arr == ord("]")) | (arr == ord("}"))] = -1
-    return int(np.cumsum(step).max(initial=0))
+    """Maximum bracket depth outside strings, computed without recursion.
+
+    Strings are removed first, then only the bracket bytes are scanned; numpy
+    is imported only for very bracket-heavy documents, so small records stay
+    fast to read (``relgate verify`` starts without numpy).
+    """
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    if len(brackets) > 200_000:
+        import numpy as np
+
+        arr = np.frombuffer(brackets, dtype=np.uint8)
+        step = np.where((arr == ord("[")) | (arr == ord("{")), 1, -1)
+        return int(np.cumsum(step).max(initial=0))
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in (91, 123):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -160,14 +174,20 @@ def _normalise(obj: Any) -> Any:
         return {str(k): _normalise(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_normalise(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
+    if isinstance(obj, bool) or type(obj).__name__ == "bool_":
         return bool(obj)
-    if isinstance(obj, (int, np.integer)):
+    if isinstance(obj, int) or _is_numpy(obj, "integer"):
         return int(obj)
-    if isinstance(obj, (float, np.floating)):
+    if isinstance(obj, float) or _is_numpy(obj, "floating"):
         value = float(obj)
         return 0.0 if value == 0.0 else value
     return obj
+
+
+def _is_numpy(obj: Any, kind: str) -> bool:
+    """isinstance against a numpy scalar type, without importing numpy for plain data."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(obj, getattr(np, kind))
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
