@@ -282,6 +282,9 @@ def fetch_bundle(
     except OSError as exc:
         raise InputError(f"{parent}: cannot create ({exc.strerror})") from None
     work = parent.resolve() / f"{FETCH_PREFIX}{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    # the download sits beside the target, not inside *work*: moving a folder to another
+    # parent needs write permission on it (its '..' changes), and a sealed bundle has none
+    download = work.with_name(work.name + ".bundle")
     try:
         os.mkdir(work, 0o700)
     except OSError as exc:
@@ -298,7 +301,6 @@ def fetch_bundle(
         if PurePosixPath(bundle_path).name != release:
             raise InputError(f"{rec_source}: bundle.path {bundle_path!r} is not a folder named "
                              f"{release}")
-        download = work / "bundle"
         step(f"downloading {bundle_path} at {commit[:12]} with dvc get")
         proc = _run([*dvc_command(), "get", "--rev", commit, "-o", str(download), "--",
                      _source(repo), bundle_path], cwd=work)
@@ -332,6 +334,9 @@ def fetch_bundle(
             except FileExistsError:
                 raise InputError(f"{target}: appeared while fetching; it was left alone",
                                  hint="choose a new -o folder") from None
+            except OSError as exc:
+                raise InputError(f"{target}: cannot move the verified bundle there "
+                                 f"({exc.strerror})", hint="fetch into a writable folder") from None
             fsync_dir(parent)
             placed = True
         label = str(target) if placed else f"{bundle_path} at {commit[:12]} (not placed)"
@@ -340,7 +345,9 @@ def fetch_bundle(
                            bundle_path=bundle_path, out=str(target), placed=placed, pin=pin,
                            verify=result, problems=tuple(problems), notes=tuple(notes))
     finally:
-        force_rmtree(work)
+        for folder in (work, download):
+            if os.path.lexists(folder):
+                force_rmtree(folder)
 
 
 def _release_name_problems(bundle: Path, release: str) -> list[str]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,28 @@ def test_fetch_when_the_remote_lost_an_object_exits_1_naming_it(
     assert "README.md" in result.err and "dvc get" in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not os.path.lexists(out) and leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- without root
+
+
+def test_fetch_works_without_the_power_to_ignore_permissions(producer: Producer,
+                                                             e2e_tools: Tools,
+                                                             tmp_path: Path) -> None:
+    """CI runners are not root: permission bits on the sealed download must not stop fetch.
+
+    As root (this machine), drop CAP_DAC_OVERRIDE & co. with setpriv so read-only folders
+    bind as they do for everyone else; as a normal user, just run it.
+    """
+    cmd = [sys.executable, "-m", "relgate", "fetch", producer.origin, "v1.1.0",
+           "-o", tmp_path / "deps" / "core"]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot drop CAP_DAC_OVERRIDE")
+        caps = "-dac_override,-dac_read_search,-fowner"
+        cmd = [setpriv, "--bounding-set", caps, "--inh-caps", caps, *cmd]
+    e2e_tools.run(cmd, tmp_path)
+    assert tree_digests(tmp_path / "deps" / "core") == tree_digests(
+        producer.root / "models" / "core" / "v1.1.0")
+    assert leftovers(tmp_path / "deps") == []
