@@ -494,7 +494,12 @@ def clean_stale_staging(parent: Path, name: str) -> list[str]:
 
 
 def seal_tree(folder: Path) -> None:
-    """fsync every file and folder, bottom-up; files become 0o444 and folders 0o555."""
+    """fsync every file and folder, bottom-up; files become 0o444, folders stay 0o755.
+
+    Folders are not made read-only: DVC must be able to unlink a bundle's files when it
+    checks out a revision without that release (EACCES otherwise, for non-root users).
+    Adding or removing a file is still caught by ``relgate verify`` (exact file set).
+    """
     for dirpath, dirnames, filenames in os.walk(folder, topdown=False, followlinks=False):
         for fname in filenames:
             fd = os.open(os.path.join(dirpath, fname), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -506,7 +511,7 @@ def seal_tree(folder: Path) -> None:
         del dirnames
         fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            os.fchmod(fd, 0o555)
+            os.fchmod(fd, 0o755)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -341,10 +341,6 @@ def _as_normal_user(cmd: list[object]) -> list[object]:
     return [setpriv, "--bounding-set", caps, "--inh-caps", caps, *cmd]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "relgate.bundle.seal_tree makes bundle folders 0o555: DVC cannot unlink the files of a "
-    "sealed models/core/v1.1.0 when it checks out a revision without it (EACCES); "
-    "folders 0o755 with 0o444 files would work"))
 def test_dvc_checkout_of_an_older_release_with_sealed_bundles(producer: Producer,
                                                               e2e_tools: Tools,
                                                               tmp_path: Path) -> None:

@@ -326,7 +326,7 @@ def test_publish_creates_a_sealed_verified_bundle(tmp_path: Path) -> None:
     result = verify_bundle(target)
     assert result.ok and result.root_digest == out.root_digest
     for dirpath, _dirnames, filenames in os.walk(target):
-        assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o555
+        assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o755
         for f in filenames:
             assert stat.S_IMODE(os.stat(os.path.join(dirpath, f)).st_mode) == 0o444
     assert leftovers(target.parent, "v1") == []

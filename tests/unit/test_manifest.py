@@ -103,7 +103,7 @@ def test_write_manifest_is_deterministic_and_excludes_itself(tmp_path: Path) -> 
     assert data.endswith(b"\n") and data == first.dumps()
 
 
-def test_manifest_invariant_under_moving_the_folder(tmp_path: Path) -> None:
+def test_manifest_invariant_under_moving_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "a" / "bundle"
     make_tree(root)
     before = build_manifest(root).dumps()
@@ -111,7 +111,7 @@ def test_manifest_invariant_under_moving_the_folder(tmp_path: Path) -> None:
     moved.parent.mkdir(parents=True)
     shutil.move(root, moved)
     assert build_manifest(moved).dumps() == before
-    os.chdir(moved)
+    monkeypatch.chdir(moved)
     assert build_manifest(".").dumps() == before
 
 
