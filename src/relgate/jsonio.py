@@ -11,6 +11,7 @@ through a temp file + fsync + rename so a crash never leaves half a report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -212,10 +213,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[byte
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     fsync_dir(folder)
 

@@ -181,7 +181,8 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
                          hint="the model stays unreleased; improve it or change the gates by review")
 
     # 5. publish atomically
-    artifacts = [_artifact_record(root, spec.promoted, digest_of=model_digest, contract=report["model"]["contract"])]
+    artifacts = [_artifact_record(root, spec.promoted, digest_of=model_digest,
+                                  contract=report["model"]["contract"])]
     artifacts += [_artifact_record(root, v, digest_of=model_digest) for v in spec.variants]
     record = _release_record(params, root=root, report=report, report_path=report_path,
                              calibration_path=calibration_path, data_sha=data_sha, artifacts=artifacts,

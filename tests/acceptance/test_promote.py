@@ -13,7 +13,7 @@ import pytest
 from relgate import schemas
 from relgate.bundle import verify_bundle
 from relgate.jsonio import read_json, write_json
-from tests.support.registry import W_TRUE, linear_model, make_registry, prepare, relgate
+from tests.support.registry import W_TRUE, linear_model, make_registry, prepare
 
 BUNDLE = Path("models/core/v1.0.0")
 
