@@ -643,14 +643,17 @@ def score_dataset(
         return scorer.score(data_path, scale=scale, offset=offset, progress=update)
 
 
-def write_scores(path: str | os.PathLike[str], result: ScoreResult) -> None:
-    """Write ``score`` (float64), ``y`` (int8) and ``features`` (when any) as an npz, atomically."""
+def write_scores(path: str | os.PathLike[str], result: ScoreResult,
+                 extra: Mapping[str, np.ndarray[Any, Any]] | None = None) -> None:
+    """Write ``score`` (float64), ``y`` (int8), ``features`` (when any) and *extra* arrays
+    (e.g. calibrated ``prob`` and ``decision``) as an npz, atomically."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {"score": result.scores, "y": result.y}
     if result.features is not None:
         arrays["features"] = result.features
+    arrays.update(extra or {})
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -374,6 +374,13 @@ def check_calibration_applies(
             f"same sha256 as its fit split {calibration['fit_split']['path']!r})",
             hint="fit the calibration on the validation split (relgate calibrate --data VAL.npz)",
         )
+    check_calibration_model(calibration, model_sha256=model_sha256,
+                            calibration_source=calibration_source)
+
+
+def check_calibration_model(calibration: Mapping[str, Any], *, model_sha256: str,
+                            calibration_source: str = "calibration") -> None:
+    """Refuse a calibration that was fit for another model (exit 2)."""
     if calibration["model"]["sha256"] != model_sha256:
         raise DataError(
             f"{calibration_source}: calibration was fit for another model (sha256 "

@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="float inputs are fed as x * S + O (default: %(default)s)")
     parser.add_argument("--offset", type=float, default=0.0, metavar="O",
                         help="see --scale (default: %(default)s)")
+    parser.add_argument("--calibration", metavar="CALIBRATION.json",
+                        help="apply a calibration: its input scale/offset, and write calibrated "
+                             "prob and decision (1, 0, -1 inconclusive) beside score")
     parser.add_argument("--params", metavar="FILE",
                         help="params file: evaluate: settings and the contract: to check")
 
@@ -63,6 +66,20 @@ def run(args: argparse.Namespace) -> int:
                              output_name=args.output_name, positive_index=args.positive_index)
     if spec is not None:
         check_contract(contract, spec)
+    calibration = None
+    if args.calibration:
+        from relgate.calibration import load_calibration
+        from relgate.onnxmodel import model_digest
+        from relgate.validation import check_calibration_model
+
+        if (args.scale, args.offset) != (1.0, 0.0):
+            raise UsageError("--calibration sets the input scale/offset; drop --scale/--offset",
+                             hint="the calibration's input.scale and input.offset are used")
+        calibration = load_calibration(args.calibration)
+        check_calibration_model(calibration, model_sha256=model_digest(args.model).sha256,
+                                calibration_source=args.calibration)
+        args.scale = float(calibration["input"]["scale"])
+        args.offset = float(calibration["input"]["offset"])
     scorer = Scorer(args.model, threads=threads, batch_size=batch_size, contract=contract)
     started = time.perf_counter()
     if progress_enabled():
@@ -72,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = scorer.score(args.data, scale=args.scale, offset=args.offset)
     seconds = time.perf_counter() - started
-    write_scores(args.out, result)
+    extra = None
+    if calibration is not None:
+        from relgate.calibration import apply_calibration, decide
+
+        prob = apply_calibration(result.scores, calibration)
+        extra = {"prob": prob, "decision": decide(prob, calibration)}
+    write_scores(args.out, result, extra)
     n_pos = int(result.y.sum())
     render_evaluated({"n": result.n, "n_pos": n_pos, "n_neg": result.n - n_pos,
                       "model": args.model, "score_output": contract.score_output,
