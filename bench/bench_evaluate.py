@@ -82,9 +82,8 @@ def _peak_rss_of(cmd: list[str]) -> tuple[int, float, int]:
 
 
 def main() -> None:
-    from tests.support import onnx_factory as f
-
     from relgate.scoring import Scorer
+    from tests.support import onnx_factory as f
 
     with tempfile.TemporaryDirectory(prefix="relgate-bench-") as tmp:
         root = Path(tmp)

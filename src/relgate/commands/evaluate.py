@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from relgate.errors import EXIT_OK
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = scorer.score(args.data, scale=args.scale, offset=args.offset)
     seconds = time.perf_counter() - started
-    extra = None
+    extra: dict[str, Any] | None = None
     if calibration is not None:
         from relgate.calibration import apply_calibration, decide
 
