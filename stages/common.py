@@ -120,3 +120,4 @@ def spearman(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     rb -= rb.mean()
     denom = float(np.sqrt(np.dot(ra, ra) * np.dot(rb, rb)))
     return float(np.dot(ra, rb) / denom) if denom > 0 else float("nan")
+
