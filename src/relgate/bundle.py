@@ -381,6 +381,7 @@ def publish_bundle(
     step = on_step or (lambda _name: None)
     notes = clean_stale_staging(parent, name)
     staging = _make_staging(parent, name)
+    renamed = False
     try:
         step("staging-created")
         known = build(staging)
@@ -401,6 +402,7 @@ def publish_bundle(
                 except FileExistsError:  # only if someone bypassed the lock
                     existing = _existing_bundle(target, workers=workers)
                 else:
+                    renamed = True
                     fsync_dir(parent)
                     step("renamed")
             if existing is not None and existing.root_digest != manifest.root_digest:
@@ -410,6 +412,12 @@ def publish_bundle(
                     hint="published bundles are never rewritten; publish under a new release name",
                 )
         step("unlocked")
+    except OSError as exc:  # disk full, file size limit, I/O error: no partial bundle is left
+        where = exc.filename or staging
+        state = "published, but not synced to disk" if renamed else "not published"
+        raise InputError(f"{target}: {state}: {where}: {exc.strerror or exc}",
+                         hint="check free space, file size limits and permissions, "
+                              "then publish again") from None
     finally:
         if os.path.lexists(staging):
             force_rmtree(staging)

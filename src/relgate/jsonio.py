@@ -4,9 +4,10 @@ Every record relgate reads may come from someone else (a pull request, a
 remote, a hand-edited file), so reading refuses anything ambiguous: duplicate
 keys, NaN/Infinity (and numbers that overflow to infinity), non-UTF-8 bytes,
 files above a size cap, nesting above a depth cap and integers too long to
-convert. Writing produces the same bytes for the same data (sorted keys,
-shortest round-trip floats, two-space indent, trailing newline) and goes
-through a temp file + fsync + rename so a crash never leaves half a report.
+convert or too large for a float. Writing produces the same bytes for the same
+data (sorted keys, shortest round-trip floats, two-space indent, trailing
+newline) and goes through a temp file + fsync + rename so a crash never leaves
+half a report.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def loads_strict(data: bytes, *, source: str = "<json>", max_depth: int = MAX_JS
             object_pairs_hook=_reject_duplicates,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
+            parse_int=_finite_int,
         )
     except JSONFormatError as exc:
         raise JSONFormatError(f"{source}: {exc.message}", hint=exc.hint) from None
@@ -154,12 +156,23 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _finite_int(text: str) -> int:
+    value = int(text)  # beyond int_max_str_digits: ValueError, "unreadable JSON"
+    try:
+        float(value)
+    except OverflowError:
+        raise JSONFormatError(f"integer of {len(text)} digits overflows to infinity as a number",
+                              hint="use a finite number") from None
+    return value
+
+
 def dumps(obj: Any) -> bytes:
     """Deterministic bytes for *obj*: sorted keys, 2-space indent, trailing newline.
 
     Floats use Python's shortest round-trip repr (exact and stable across
     platforms), -0.0 is written as 0.0, and NaN/Infinity are refused rather
-    than written as non-standard tokens.
+    than written as non-standard tokens. Text that is not valid Unicode (a
+    non-UTF-8 file name seen on disk) makes the whole document ASCII-escaped.
     """
     try:
         text = json.dumps(
@@ -167,7 +180,11 @@ def dumps(obj: Any) -> bytes:
         )
     except ValueError as exc:
         raise JSONFormatError(f"cannot write JSON: {exc}", hint="replace NaN/inf with null") from None
-    return (text + "\n").encode("utf-8")
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 on disk: escape, as ASCII
+        return (json.dumps(_normalise(obj), sort_keys=True, indent=2, ensure_ascii=True,
+                           allow_nan=False) + "\n").encode("ascii")
 
 
 def _normalise(obj: Any) -> Any:
@@ -200,11 +217,16 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[byte
     """Write bytes to *path* via a temp file in the same folder, fsync, rename.
 
     Readers see either the old file or the complete new one, never a prefix.
+    A full disk, a file size limit or a read-only folder is an InputError
+    naming the file (exit 2), and the temp file is removed.
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in [data] if isinstance(data, bytes) else data:
@@ -212,11 +234,23 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[byte
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(target, exc) from None
         raise
-    fsync_dir(folder)
+    try:
+        fsync_dir(folder)
+    except OSError as exc:
+        raise write_error(folder, exc) from None
+
+
+def write_error(path: str | os.PathLike[str], exc: OSError) -> InputError:
+    """The one-line error for a file that could not be written (disk full, EFBIG, EACCES...)."""
+    return InputError(f"{path}: cannot write ({exc.strerror or type(exc).__name__})",
+                      hint="check free space, file size limits and permissions; "
+                           "nothing was left half-written")
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import math
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -390,6 +391,30 @@ def _confined(base: Path, location: str, *, model: Path, tensor: str) -> tuple[s
     return "/".join(parts), current
 
 
+# The keys the ONNX spec defines for external data (onnx.proto, TensorProto.external_data).
+_EXTERNAL_KEYS = frozenset({"location", "offset", "length", "checksum"})
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+
+
+def _external_info(p: Path, tensor: str, entries: Any) -> dict[str, str]:
+    """The external data entries of a tensor: known keys only, each at most once.
+
+    onnx and onnxruntime read a repeated key differently from a dict (and from each
+    other), so a second ``location`` could point elsewhere than the one checked here.
+    """
+    info: dict[str, str] = {}
+    for e in entries:
+        if e.key not in _EXTERNAL_KEYS:
+            raise ModelError(f"{p}: tensor {tensor!r} external data key {e.key[:40]!r} is not "
+                             "allowed (only location, offset, length, checksum)",
+                             hint="re-export the model")
+        if e.key in info:
+            raise ModelError(f"{p}: tensor {tensor!r} external data key {e.key!r} appears twice",
+                             hint="re-export the model")
+        info[e.key] = e.value
+    return info
+
+
 def external_data_files(path: str | os.PathLike[str]) -> list[ExternalDataFile]:
     """The external data files of a model, validated, sorted by relative path.
 
@@ -415,16 +440,15 @@ def _external_from_proto(p: Path, model: Any) -> list[ExternalDataFile]:
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         name = t.name or "<unnamed>"
-        info = {e.key: e.value for e in t.external_data}
+        info = _external_info(p, name, t.external_data)
         rel, full = _confined(base, info.get("location", ""), model=p, tensor=name)
         size = os.lstat(full).st_size
         where = f"{p}: tensor {name!r} in {rel!r}"
-        try:
-            offset = int(info.get("offset", "0"))
-            length = int(info["length"]) if "length" in info else None
-        except ValueError:
-            raise ModelError(f"{where}: offset/length is not an integer",
-                             hint="re-export the model") from None
+        if any(not _DECIMAL.fullmatch(info.get(k, "0")) for k in ("offset", "length")):
+            raise ModelError(f"{where}: offset/length is not a plain decimal integer",
+                             hint="re-export the model")
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else None
         expected = _expected_nbytes(t)
         if offset < 0 or (length is not None and length < 0):
             raise ModelError(f"{where}: negative offset or length", hint="re-export the model")
@@ -716,7 +740,7 @@ def session_options(threads: int) -> Any:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.use_deterministic_compute = True
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     return so
 
 
@@ -734,7 +758,7 @@ so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.inter_op_num_threads = 1
 so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-so.log_severity_level = 3
+so.log_severity_level = 4
 try:
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 except MemoryError:
@@ -762,8 +786,12 @@ for i in sess.get_inputs():
 if feeds is not None:
     try:
         sess.run(None, feeds)
-    except Exception:
-        pass
+    except MemoryError:
+        sys.stderr.write("MEMORY\n"); sys.exit(3)
+    except Exception as exc:  # running out of memory on ONE sample is fatal, not "slow"
+        text = " ".join(str(exc).split())
+        if "bad_alloc" in text or "Failed to allocate memory" in text:
+            sys.stderr.write("MEMORY " + text[:400] + "\n"); sys.exit(3)
 sys.exit(0)
 """
 
@@ -849,7 +877,8 @@ def _probe_cached(
     if proc.returncode != 0:
         why = describe_child_failure(proc.returncode, err, memory_mb=limit)
         if "LOADED" in out:
-            why = why.replace("while loading it", "running one sample of zeros through it")
+            why = why.replace("while loading it", "loading it").replace(
+                "loading it", "running one sample of zeros through it")
         hint = ("the model needs far more memory than its size suggests; it may be hostile"
                 if "memory" in why else
                 "the model is malformed or hostile; re-export it (relgate did not load it "

@@ -25,6 +25,8 @@ from relgate.errors import ParamsError, SchemaError
 from relgate.jsonio import read_capped
 
 MAX_PARAMS_BYTES = 1024 * 1024
+MAX_PARAMS_DEPTH = 64  # as for JSON records: params are a few levels deep, never thousands
+MAX_INT_DIGITS = 40  # beyond 2^128: no setting needs it, and 10^4 digits cannot be converted
 _AMBIGUOUS_BOOLS = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 _YAML12_FLOAT = re.compile(
     r"""^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$
@@ -64,6 +66,17 @@ def _construct_float(loader: _StrictLoader, node: yaml.ScalarNode) -> float:
     return value
 
 
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    digits = str(node.value).lstrip("+-").replace("_", "")
+    if len(digits) > MAX_INT_DIGITS:
+        raise ParamsError(
+            f"line {node.start_mark.line + 1}: an integer of {len(digits)} digits is out of range",
+            hint=f"params integers have at most {MAX_INT_DIGITS} digits",
+        )
+    value: int = yaml.SafeLoader.construct_yaml_int(loader, node)  # type: ignore[no-untyped-call]
+    return value
+
+
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     out: dict[Any, Any] = {}
@@ -97,10 +110,16 @@ def _refuse_alias(loader: _StrictLoader, *args: Any) -> Any:
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 
 
 class _NoAliasComposer(_StrictLoader):
+    """Refuses aliases, and nesting deeper than MAX_PARAMS_DEPTH before PyYAML's
+    recursive composer can hit Python's recursion limit."""
+
+    _depth = 0
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -108,7 +127,17 @@ class _NoAliasComposer(_StrictLoader):
                 f"line {event.start_mark.line + 1}: anchors and aliases are not allowed",
                 hint="write values out in full",
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_PARAMS_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise ParamsError(
+                f"line {event.start_mark.line + 1}: nesting deeper than {MAX_PARAMS_DEPTH} levels",
+                hint="params.yaml is a few levels deep; flatten the document",
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def parse_yaml(text: str, *, source: str) -> Any:

@@ -223,6 +223,7 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
             if done is None:
                 raise
     if done is not None:
+        _restore_mirror(root, spec.name, spec.core_dir, target, done)
         return PromotionResult(name=spec.name, path=target, root_digest=done, created=False,
                                message=f"{target}: already published with identical content; nothing to do",
                                gates=verdict.to_dict(), reproduced=tuple(reproductions))
@@ -231,6 +232,21 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
     return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
                            created=outcome.created, message=outcome.message, gates=verdict.to_dict(),
                            reproduced=tuple(reproductions))
+
+
+def _restore_mirror(root: Path, name: str, core_dir: str, target: Path, root_digest: str) -> None:
+    """Write analysis/release_<name>.json from the verified bundle when it is missing.
+
+    The mirror is the root digest pinned in git; a promoter killed (or out of disk)
+    between the rename and the mirror must not leave a release that no record pins.
+    """
+    mirror_path = root / "analysis" / f"release_{name}.json"
+    if os.path.lexists(mirror_path):
+        return
+    record = read_json(target / RELEASE_FILE)
+    mirror = dict(record, bundle={"path": f"{core_dir}/{name}", "root_digest": root_digest})
+    schemas.validate(mirror, "release", source=str(target / RELEASE_FILE))
+    write_json(mirror_path, mirror)
 
 
 def _content_identity(artifacts: list[dict[str, Any]], report_path: Path,

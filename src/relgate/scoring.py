@@ -44,7 +44,7 @@ import numpy as np
 
 from relgate import onnxmodel
 from relgate.errors import DataError, ModelError
-from relgate.jsonio import fsync_dir
+from relgate.jsonio import fsync_dir, write_error
 from relgate.onnxmodel import ModelContract
 
 ProgressFn = Callable[[int, int], None]
@@ -649,20 +649,25 @@ def write_scores(path: str | os.PathLike[str], result: ScoreResult,
     (e.g. calibrated ``prob`` and ``decision``) as an npz, atomically."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
     arrays = {"score": result.scores, "y": result.y}
     if result.features is not None:
         arrays["features"] = result.features
     arrays.update(extra or {})
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+        fsync_dir(folder)
+    except BaseException as exc:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # disk full, file size limit: one line, nothing half-written
+            raise write_error(target, exc) from None
         raise
-    fsync_dir(folder)

@@ -66,14 +66,48 @@ def validate(instance: Any, kind: str, *, source: str = "") -> None:
     """Raise SchemaError naming the key path of the most relevant violation."""
     import jsonschema
 
+    where = f"{source}: " if source else ""
+    bad_text = _lone_surrogate(instance)
+    if bad_text is not None:
+        raise SchemaError(f"{where}{bad_text}: text holds a lone UTF-16 surrogate (\\udXXX), "
+                          "which is not Unicode", hint="write the text as valid Unicode")
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(instance))
     if error is None:
         return
-    where = f"{source}: " if source else ""
     raise SchemaError(
         f"{where}{key_path(error.absolute_path)}: {_describe(error)}",
         hint=f"see the '{kind}' schema (relgate schema show {kind})",
     )
+
+
+def _lone_surrogate(instance: Any) -> str | None:
+    """The key path of the first string (or key) that cannot be encoded as UTF-8, or None.
+
+    JSON may escape a lone surrogate (``"\\udcff"``); such a string breaks every later
+    write (reports, model cards, stdout), so records holding one are refused here,
+    where every record is checked before it is used.
+    """
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(instance, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and not _is_text(key):
+                    return key_path(path) + f" (key {ascii(key)[:60]})"
+                stack.append((value, (*path, key)))
+        elif isinstance(item, list):
+            stack.extend((value, (*path, i)) for i, value in enumerate(item))
+        elif isinstance(item, str) and not _is_text(item):
+            return key_path(path)
+    return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _describe(error: Any) -> str:

@@ -1,0 +1,240 @@
+"""Every relgate command on hostile input, through the CLI: exit 2 (or 1 for a governed
+refusal), one line on stderr, no traceback, no "internal error" (exit 3 is a bug).
+
+Hostile records and params files are tried in every reader by test_records.py; here each
+command gets the inputs only it takes (models, eval sets, folders, repositories, names),
+and a guard makes sure a new command cannot be added without a row in this table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from relgate.cli import command_modules
+from tests.adversarial.conftest import assert_clean_failure, make_hostile
+
+Case = Callable[[Path], tuple[list[object], tuple[int, ...]]]
+SPARSE = f"sparse:{256 * 1024**2}"  # models and eval sets are hashed whole: 256 MiB is plenty
+
+
+def _npz(root: Path, name: str, **arrays: np.ndarray) -> Path:
+    path = root / "hostile" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return path
+
+
+def _object_npz(root: Path) -> Path:
+    """An eval set whose x is a pickled object array (loading it would run code)."""
+    path = root / "hostile" / "pickle.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=np.array([{"a": 1}, None], dtype=object), y=np.array([0, 1]))
+    return path
+
+
+def _lying_header_npz(root: Path) -> Path:
+    """y's .npy header claims 10^12 labels; the member holds two bytes."""
+    path = root / "hostile" / "lying.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = b"{'descr': '|i1', 'fortran_order': False, 'shape': (1000000000000,), }"
+    header += b" " * (118 - len(header)) + b"\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("y.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+                    + b"\x00\x01")
+        x = np.zeros((2, 16), np.float32)
+        zf.writestr("x.npy", b"\x93NUMPY\x01\x00" + b"v\x00" + (
+            b"{'descr': '<f4', 'fortran_order': False, 'shape': (2, 16), }".ljust(117) + b"\n")
+            + x.tobytes())
+    return path
+
+
+def _data_cases(cmd: str, split: str) -> dict[str, Case]:
+    """Hostile --data for evaluate / calibrate / validate."""
+    def case(make: Callable[[Path], Path]) -> Case:
+        def build(root: Path) -> tuple[list[object], tuple[int, ...]]:
+            out = ["--out", root / "out" / ("s.npz" if cmd == "evaluate" else "r.json")]
+            return [cmd, "--model", root / "models/model.onnx", "--data", make(root), *out], (2,)
+        return build
+
+    nan = {} if cmd == "evaluate" else {  # evaluate scores NaN as NaN; judging refuses it
+        f"{cmd}-nan-inputs": case(lambda r: _npz(r, "nan.npz", x=np.full((4, 16), np.nan,
+                                                 np.float32), y=np.array([0, 1, 0, 1]))),
+    }
+    return {
+        **nan,
+        f"{cmd}-pickle": case(_object_npz),
+        f"{cmd}-lying-header": case(_lying_header_npz),
+        f"{cmd}-labels-not-binary": case(lambda r: _npz(r, "y2.npz", x=np.zeros((4, 16),
+                                                        np.float32), y=np.array([0, 1, 2, 1]))),
+        f"{cmd}-wrong-width": case(lambda r: _npz(r, "w.npz", x=np.zeros((4, 15), np.float32),
+                                                  y=np.array([0, 1, 0, 1]))),
+        f"{cmd}-sparse": case(lambda r: make_hostile(r / "hostile/big.npz", SPARSE)),
+        f"{cmd}-fifo": case(lambda r: make_hostile(r / "hostile/fifo.npz", "fifo")),
+        f"{cmd}-dev-zero": case(lambda r: make_hostile(r / "hostile/zero.npz", "devzero")),
+        f"{cmd}-truncated": case(lambda r: _truncated(r / f"data/{split}.npz")),
+    }
+
+
+def _truncated(src: Path) -> Path:
+    dst = src.parent.parent / "hostile" / "truncated.npz"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    return dst
+
+
+def _model_file(make: Callable[[Path], Path], *extra: object) -> Case:
+    def build(root: Path) -> tuple[list[object], tuple[int, ...]]:
+        return ["inspect", make(root), *extra], (2,)
+    return build
+
+
+def _hostile_dir(kind: str) -> Case:
+    """manifest DIR over a folder holding something a bundle must not."""
+    def build(root: Path) -> tuple[list[object], tuple[int, ...]]:
+        d = root / "hostile" / kind
+        d.mkdir(parents=True)
+        (d / "ok.txt").write_bytes(b"ok\n")
+        if kind == "fifo":
+            os.mkfifo(d / "pipe")
+        elif kind == "dev-zero":
+            (d / "zero").symlink_to("/dev/zero")
+        elif kind == "link-out":
+            (d / "passwd").symlink_to("/etc/passwd")
+        elif kind == "newline-name":
+            (d / "a\nb").write_bytes(b"x")
+        elif kind == "not-utf8-name":
+            (d / os.fsdecode(b"caf\xe9")).write_bytes(b"x")
+        elif kind == "case-twins":
+            (d / "Ok.txt").write_bytes(b"OK\n")
+        elif kind == "hardlink":
+            os.link(d / "ok.txt", d / "twin.txt")
+        return ["manifest", d], (2,)
+    return build
+
+
+def _git_registry(root: Path, record: bytes) -> Path:
+    repo = root / "hostile" / "git-registry"
+    (repo / "analysis").mkdir(parents=True)
+    (repo / "analysis" / "release_v1.0.0.json").write_bytes(record)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "hostile record"]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    return repo
+
+
+CASES: dict[str, Case] = {
+    # inspect: hostile model files (the full external-data set is in test_onnx_hostile.py)
+    "inspect-sparse": _model_file(lambda r: make_hostile(r / "hostile/m.onnx", SPARSE)),
+    "inspect-fifo": _model_file(lambda r: make_hostile(r / "hostile/m.onnx", "fifo")),
+    "inspect-dev-zero": _model_file(lambda r: make_hostile(r / "hostile/m.onnx", "devzero")),
+    "inspect-json-not-onnx": _model_file(lambda r: r / "analysis/validation_report.json"),
+    "inspect-unknown-output": _model_file(lambda r: r / "models/model.onnx", "--output", "nope"),
+    "inspect-negative-index": _model_file(lambda r: r / "models/model.onnx",
+                                          "--positive-index", "-1"),
+    **_data_cases("evaluate", "test"),
+    **_data_cases("calibrate", "val"),
+    **_data_cases("validate", "test"),
+    "evaluate-threads-zero": lambda r: (["evaluate", "--model", r / "models/model.onnx", "--data",
+                                         r / "data/test.npz", "--out", r / "out/s.npz",
+                                         "--threads", "0"], (2,)),
+    "evaluate-scale-nan": lambda r: (["evaluate", "--model", r / "models/model.onnx", "--data",
+                                      r / "data/test.npz", "--out", r / "out/s.npz",
+                                      "--scale", "nan"], (2,)),
+    "evaluate-out-is-a-folder": lambda r: (["evaluate", "--model", r / "models/model.onnx",
+                                            "--data", r / "data/test.npz", "--out", r / "data"],
+                                           (2,)),
+    "validate-threshold-above-one": lambda r: (["validate", "--model", r / "models/model.onnx",
+                                                "--data", r / "data/test.npz", "--threshold",
+                                                "1.5", "--out", r / "out/r.json"], (2,)),
+    "validate-baseline-not-a-bundle": lambda r: (["validate", "--model", r / "models/model.onnx",
+                                                  "--data", r / "data/test.npz", "--baseline",
+                                                  r / "analysis", "--out", r / "out/r.json"], (2,)),
+    "validate-out-in-a-file": lambda r: (["validate", "--model", r / "models/model.onnx",
+                                          "--data", r / "data/test.npz", "--out",
+                                          r / "params.yaml" / "r.json"], (2,)),
+    "gate-model-instead-of-report": lambda r: (["gate", r / "models/model.onnx"], (2,)),
+    "report-fifo": lambda r: (["report", make_hostile(r / "hostile/r.json", "fifo")], (2,)),
+    "report-empty-folder": lambda r: (["report", make_hostile(r / "hostile/empty", "dir")],
+                                      (2,)),
+    "promote-release-traversal": lambda r: (["promote", "--root", r, "--params",
+                                             r / "params.yaml", "--release", "../../x"], (2,)),
+    "promote-root-missing": lambda r: (["promote", "--root", r / "nope", "--params",
+                                        r / "params.yaml"], (2,)),
+    "promote-target-is-a-file": lambda r: _promote_over_a_file(r),
+    "manifest-fifo": _hostile_dir("fifo"),
+    "manifest-dev-zero-link": _hostile_dir("dev-zero"),
+    "manifest-link-out": _hostile_dir("link-out"),
+    "manifest-newline-name": _hostile_dir("newline-name"),
+    "manifest-not-utf8-name": _hostile_dir("not-utf8-name"),
+    "manifest-case-twins": _hostile_dir("case-twins"),
+    "manifest-hardlink": _hostile_dir("hardlink"),
+    "manifest-of-a-file": lambda r: (["manifest", r / "params.yaml"], (2,)),
+    "verify-a-file": lambda r: (["verify", r / "params.yaml"], (2,)),
+    "verify-bad-pin": lambda r: (["verify", r / "analysis", "--root-digest", "xyz"], (2,)),
+    "schema-check-fifo": lambda r: (["schema", "check", make_hostile(r / "hostile/s.json",
+                                                                      "fifo"), "--kind",
+                                     "release"], (2,)),
+    "fetch-name-traversal": lambda r: (["fetch", r, "../../etc", "-o", r / "out/x"], (2,)),
+    "fetch-out-exists": lambda r: (["fetch", r, "v1.0.0", "-o", r / "models"], (2,)),
+    "fetch-not-a-repo": lambda r: (["fetch", r / "hostile-nope", "v1.0.0", "-o", r / "o"], (2,)),
+    "fetch-rev-option": lambda r: (["fetch", _git_registry(r, b"{}"), "v1.0.0", "-o", r / "o",
+                                    "--rev=--upload-pack=touch pwned"], (2,)),
+    "fetch-hostile-record": lambda r: (["fetch", _git_registry(r, b'{"a": 1, "a": 2}'),
+                                        "v1.0.0", "-o", r / "o"], (2,)),
+    "fetch-record-deep": lambda r: (["fetch", _git_registry(r, b"[" * 100_000 + b"]" * 100_000),
+                                     "v1.0.0", "-o", r / "o"], (2,)),
+    "releases-fifo": lambda r: (["releases", make_hostile(r / "hostile/fifo", "fifo")], (2,)),
+    "releases-hostile-git-record": lambda r: (["releases", _git_registry(r, b"NaN")], (2,)),
+}
+
+
+def _promote_over_a_file(root: Path) -> tuple[list[object], tuple[int, ...]]:
+    """A plain file where the release folder goes: refused (exit 1), never replaced."""
+    target = root / "models/core/v1.0.0"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"not a bundle")
+    return ["promote", "--root", root, "--params", root / "params.yaml"], (1,)
+
+
+def test_every_command_has_hostile_cases() -> None:
+    names = {m.__name__.rsplit(".", 1)[-1] for m in command_modules()}
+    covered = {case.split("-", 1)[0] for case in CASES}
+    assert names <= covered, f"commands without hostile cases: {sorted(names - covered)}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_input(registry: Path, cli, in_dir, case: str) -> None:
+    argv, codes = CASES[case](registry)
+    with in_dir(registry):
+        assert_clean_failure(cli(*argv), codes)
+    assert not (registry / "out").exists() or not any((registry / "out").iterdir())
+    assert not (registry / "o").exists() and not (registry / "pwned").exists()
+    if case == "promote-target-is-a-file":
+        assert (registry / "models/core/v1.0.0").read_bytes() == b"not a bundle"
+    else:
+        assert not (registry / "models/core").exists()
+
+
+def test_verify_json_names_a_file_whose_name_is_not_utf8(tmp_path: Path, cli) -> None:
+    """An extra file with a non-UTF-8 name in a bundle: refused, and --json still writes
+    valid JSON (escaped) instead of failing to encode it."""
+    import json
+
+    from relgate.manifest import write_manifest
+
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "a.txt").write_bytes(b"a")
+    write_manifest(bundle)
+    (bundle / os.fsdecode(b"x\xff")).write_bytes(b"planted")
+    result = cli("verify", bundle, "--json")
+    assert_clean_failure(result, (1,))
+    assert json.loads(result.out)["extra"] == ["x\udcff"]
+    text = cli("verify", bundle)
+    assert text.code == 1 and "x\\udcff" in text.out
