@@ -234,11 +234,11 @@ def _dvc_tracks(repo_dir: Path, commit: str, path: str) -> bool:
     if _git("cat-file", "-e", f"{commit}:{path}", cwd=repo_dir).returncode == 0:
         return True
     lock = _show(repo_dir, commit, "dvc.lock")
-    if lock is None:
+    if lock is None or len(lock) > _MAX_RECORD_BYTES:
         return False
     try:
         data = yaml.safe_load(lock)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError):  # a hostile registry's dvc.lock
         return False
     stages = data.get("stages", {}) if isinstance(data, dict) else {}
     for stage in stages.values() if isinstance(stages, dict) else ():

@@ -39,8 +39,11 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 floats, no yes/no booleans, no duplicates, no aliases."""
 
 
+# YAML 1.2 floats, and no implicit timestamps (2024-01-01 stays a string, as in YAML 1.2):
+# params are recorded as JSON in release records, so only JSON types may come out.
 _StrictLoader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:float"]
+    key: [(tag, rx) for tag, rx in rs
+          if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
     for key, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
@@ -112,6 +115,18 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def _refuse_non_json(loader: _StrictLoader, node: yaml.Node) -> Any:
+    raise ParamsError(
+        f"line {node.start_mark.line + 1}: YAML tags such as {node.tag.rsplit(':', 1)[-1]!r} "
+        "are not allowed (params hold JSON types only)",
+        hint="write a plain string, number, list or mapping (quote dates)",
+    )
+
+
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_non_json)
 
 
 class _NoAliasComposer(_StrictLoader):

@@ -119,10 +119,15 @@ def _hostile_dir(kind: str) -> Case:
     return build
 
 
-def _git_registry(root: Path, record: bytes) -> Path:
+def _git_registry(root: Path, record: bytes | None, *, dvc_lock: bytes | None = None) -> Path:
     repo = root / "hostile" / "git-registry"
     (repo / "analysis").mkdir(parents=True)
-    (repo / "analysis" / "release_v1.0.0.json").write_bytes(record)
+    if record is not None:
+        (repo / "analysis" / "release_v1.0.0.json").write_bytes(record)
+    else:
+        (repo / "analysis" / "README").write_bytes(b"no records\n")
+    if dvc_lock is not None:
+        (repo / "dvc.lock").write_bytes(dvc_lock)
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "hostile record"]):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
     return repo
@@ -189,6 +194,9 @@ CASES: dict[str, Case] = {
                                         "v1.0.0", "-o", r / "o"], (2,)),
     "fetch-record-deep": lambda r: (["fetch", _git_registry(r, b"[" * 100_000 + b"]" * 100_000),
                                      "v1.0.0", "-o", r / "o"], (2,)),
+    "fetch-deep-dvc-lock": lambda r: (["fetch", _git_registry(
+        r, None, dvc_lock=b"stages: " + b"[" * 5000 + b"]" * 5000 + b"\n"), "v1.0.0", "-o",
+        r / "o"], (2,)),
     "releases-fifo": lambda r: (["releases", make_hostile(r / "hostile/fifo", "fifo")], (2,)),
     "releases-hostile-git-record": lambda r: (["releases", _git_registry(r, b"NaN")], (2,)),
 }

@@ -176,3 +176,34 @@ def test_a_report_for_another_model_is_refused_by_promote(registry: Path, cli, i
         line = assert_clean_failure(cli("promote"), (1,))
     assert "models/model.onnx changed after validation" in line
     assert not (registry / BUNDLE).exists()
+
+
+@pytest.mark.parametrize("value", ["!!binary aGVsbG8=", "!!set {a, b}", "!!omap [{a: 1}]",
+                                   "!!pairs [{a: 1}]", "!!timestamp 2024-01-01"])
+def test_params_free_sections_hold_json_types_only(registry: Path, value: str) -> None:
+    """data:/train:/export: are free-form but end up in release records as JSON: a YAML
+    type JSON cannot hold is refused when params are loaded, not when promote writes."""
+    from relgate.errors import ParamsError
+    from relgate.params import load_params
+
+    p = registry / "params.yaml"
+    p.write_text(p.read_text().replace("seed: 0\n", f"seed: 0\ndata:\n  extra: {value}\n", 1))
+    with pytest.raises(ParamsError, match="not allowed") as info:
+        load_params(p)
+    assert "data.extra" in info.value.one_line()
+
+
+def test_an_unquoted_date_in_params_is_a_string_and_promotes(registry: Path, cli,
+                                                             in_dir) -> None:
+    """YAML 1.1 would read 2024-01-01 as a date (not JSON): relgate reads it as YAML 1.2
+    does, a string, and the release record carries it."""
+    from relgate.jsonio import read_json
+    from relgate.params import load_params
+
+    p = registry / "params.yaml"
+    p.write_text(p.read_text().replace("seed: 0\n", "seed: 0\ndata:\n  as_of: 2024-01-01\n", 1))
+    assert load_params(p).data["as_of"] == "2024-01-01"
+    with in_dir(registry):
+        assert cli("promote").code == 0
+    record = read_json(registry / "analysis/release_v1.0.0.json")
+    assert record["provenance"]["params"]["data"]["as_of"] == "2024-01-01"
