@@ -78,7 +78,8 @@ def apply_calibration(scores: npt.ArrayLike, calibration: Mapping[str, Any]) -> 
     """
     prob = calibration["probability"]
     s = to_logits(scores, score_is_probability=bool(prob["score_is_probability"]))
-    return sigmoid(float(prob["a"]) * s + float(prob["b"]))
+    with np.errstate(over="ignore", invalid="ignore"):  # extreme a/b saturate, not warn
+        return sigmoid(float(prob["a"]) * s + float(prob["b"]))
 
 
 def uncalibrated_probability(scores: npt.ArrayLike, *, score_is_probability: bool) -> FloatArray:

@@ -490,8 +490,11 @@ class Scorer:
                     chunk, owned = reader.read(start, stop, buffers[name])
                     if transform and name in floats:
                         work = chunk if owned else buffers[name][:m]
-                        np.multiply(chunk, chunk.dtype.type(scale), out=work)
-                        np.add(work, work.dtype.type(offset), out=work)
+                        # a scale/offset beyond the dtype's range gives inf/NaN inputs (then
+                        # non-finite scores, which judging refuses), not warnings on stderr
+                        with np.errstate(over="ignore", invalid="ignore"):
+                            np.multiply(chunk, chunk.dtype.type(scale), out=work)
+                            np.add(work, work.dtype.type(offset), out=work)
                         chunk = work
                     feeds[name] = chunk
                 if k is None:

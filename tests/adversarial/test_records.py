@@ -207,3 +207,35 @@ def test_an_unquoted_date_in_params_is_a_string_and_promotes(registry: Path, cli
         assert cli("promote").code == 0
     record = read_json(registry / "analysis/release_v1.0.0.json")
     assert record["provenance"]["params"]["data"]["as_of"] == "2024-01-01"
+
+
+EXTREME_CALIBRATIONS = {
+    "input-scale-1e38": {"input": {"scale": 1e38, "offset": 0.0}},
+    "input-offset-1e300": {"input": {"scale": 1.0, "offset": -1e300}},
+    "platt-1e308": {"probability": {"method": "platt", "a": 1e308, "b": -1e308,
+                                    "temperature": None, "score_is_probability": False}},
+    "temperature-1e-300": {"probability": {"method": "temperature", "a": 1e300, "b": 0.0,
+                                           "temperature": 1e-300,
+                                           "score_is_probability": False}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXTREME_CALIBRATIONS))
+def test_extreme_calibration_values_neither_warn_nor_crash(registry: Path, cli, in_dir,
+                                                           case: str) -> None:
+    """Schema-valid but extreme calibration numbers (a record claiming the right model):
+    validate judges or refuses in one line, evaluate scores; numpy overflow never reaches
+    stderr (pytest turns warnings into errors, which the CLI would report as exit 3)."""
+    from relgate.jsonio import read_json, write_json
+
+    record = read_json(registry / CALIBRATION)
+    record.update(EXTREME_CALIBRATIONS[case])
+    write_json(registry / "extreme.json", record)
+    with in_dir(registry):
+        judged = cli("validate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                     "--calibration", "extreme.json", "--out", "out/report.json")
+        if judged.code != 0:
+            assert_clean_failure(judged, (1, 2))
+        scored = cli("evaluate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                     "--calibration", "extreme.json", "--out", "out/scores.npz")
+    assert scored.code == 0 and scored.err == "", scored.err
