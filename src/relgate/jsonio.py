@@ -26,6 +26,13 @@ from typing import Any
 
 from relgate.errors import InputError, JSONFormatError
 
+def _default_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_mode()
 MAX_JSON_BYTES = 32 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 
@@ -229,6 +236,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[byte
         raise write_error(target, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; records are meant to be shared
             for chunk in [data] if isinstance(data, bytes) else data:
                 fh.write(chunk)
             fh.flush()

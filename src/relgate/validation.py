@@ -71,14 +71,19 @@ class Baseline:
     expected_sha256: str | None = None
 
 
-def baseline_from_bundle(bundle_dir: str | os.PathLike[str]) -> Baseline:
+def baseline_from_bundle(bundle_dir: str | os.PathLike[str], *,
+                         expected_root_digest: str | None = None) -> Baseline:
     """The promoted model of a published bundle (``models/core/<release>/``) as a baseline.
 
-    Reads the bundle's ``release.json`` (schema ``release``) for the promoted
-    artifact's path, sha256 and contract; the bundle's ``calibration.json`` is
-    used when the release shipped one.
+    The bundle must verify first (against *expected_root_digest* when given, the
+    digest pinned outside the bundle): a rewritten previous release must not
+    become the yardstick a candidate is compared with. Then the bundle's
+    ``release.json`` gives the promoted artifact's path, sha256 and contract; the
+    bundle's ``calibration.json`` is used when the release shipped one.
     """
     from relgate import schemas
+    from relgate.bundle import verify_bundle
+    from relgate.errors import VerificationFailed
     from relgate.jsonio import read_json
 
     folder = Path(bundle_dir)
@@ -86,6 +91,10 @@ def baseline_from_bundle(bundle_dir: str | os.PathLike[str]) -> Baseline:
     if not folder.is_dir():
         raise DataError(f"{folder}: previous release bundle not found",
                         hint="dvc pull it (or dvc import it), or drop gates.baseline")
+    check = verify_bundle(folder, expected_root_digest=expected_root_digest)
+    if not check.ok:
+        raise VerificationFailed(f"baseline {folder} does not verify: " + "; ".join(check.reasons()),
+                                 hint="restore the released bundle (dvc pull / dvc checkout)")
     record = read_json(record_path)
     schemas.validate(record, "release", source=str(record_path))
     promoted = [a for a in record["artifacts"] if a["role"] == "promoted"]
@@ -118,7 +127,25 @@ def baseline_for_params(params: Params, *, root: str | os.PathLike[str] | None =
     if spec is None or not spec.release:
         return None
     base = Path.cwd() if root is None else Path(root)
-    return baseline_from_bundle(base / params.release.core_dir / spec.release)
+    return baseline_from_bundle(base / params.release.core_dir / spec.release,
+                                expected_root_digest=pinned_root_digest(base, spec.release))
+
+
+def pinned_root_digest(root: Path, release: str) -> str | None:
+    """The root digest pinned for *release* in the git-tracked ``analysis/release_<name>.json``.
+
+    None when the registry has no such record (then only the bundle's own manifest is checked).
+    """
+    from relgate import schemas
+    from relgate.jsonio import read_json
+
+    path = root / "analysis" / f"release_{release}.json"
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    schemas.validate(record, "release", source=str(path))
+    bundle = record.get("bundle")
+    return None if bundle is None else str(bundle["root_digest"])
 
 
 def run_validation(

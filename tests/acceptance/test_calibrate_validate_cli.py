@@ -461,6 +461,9 @@ def _bundle(root: Path, name: str, model: Path, calibration: Path | None) -> Pat
                                              "sha256": sha256_file(calibration)}
     schemas.validate(record, "release")
     (folder / "release.json").write_text(json.dumps(record))
+    from relgate.manifest import write_manifest
+
+    write_manifest(folder)  # a published bundle carries its manifest; baselines must verify
     return folder
 
 
@@ -482,7 +485,7 @@ def test_baseline_from_the_bundle_named_in_params(cli, registry, monkeypatch) ->
     # a bundle whose model was swapped after publication is refused
     linear_model(registry / "models" / "core" / "v0" / "models" / "model.onnx", W_TRUE)
     result = _validate(cli, registry, "--calibration", calib)
-    assert result.code == 2 and "does not match its release record" in result.err
+    assert result.code == 1 and "does not verify" in result.err and "model.onnx" in result.err
     write_params(registry / "params.yaml", baseline=baseline_block("v9"))
     result = _validate(cli, registry, "--calibration", calib)
     assert result.code == 2 and "bundle not found" in result.err

@@ -68,11 +68,6 @@ def _weaker_previous_release(registry: Path) -> Path:
     return bundle
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open (reported to the lead): validate --baseline checks the baseline model against the "
-    "bundle's own release.json but does not verify the bundle against its manifest; the fix "
-    "(verify_bundle in relgate.validation.baseline_from_bundle) breaks the manifest-less "
-    "bundle fixture of tests/acceptance/test_calibrate_validate_cli.py::_bundle"))
 def test_a_rewritten_previous_release_is_not_used_as_the_baseline(registry: Path, cli,
                                                                   in_dir) -> None:
     bundle = _weaker_previous_release(registry)
@@ -81,7 +76,21 @@ def test_a_rewritten_previous_release_is_not_used_as_the_baseline(registry: Path
         result = cli("validate", "--model", "models/model.onnx", "--data", "data/test.npz",
                      "--calibration", "analysis/calibration.json", "--baseline", bundle,
                      "--out", "out/report.json")
-    assert_clean_failure(result, (2,))
+    assert_clean_failure(result, (1,))  # a bundle that does not verify is a governed "no"
+    assert "does not verify" in result.err
+
+
+def test_validate_checks_a_baseline_against_the_pinned_root_digest(registry: Path, cli,
+                                                                  in_dir) -> None:
+    bundle = _weaker_previous_release(registry)
+    pinned = read_json(registry / "analysis/release_v1.0.0.json")["bundle"]["root_digest"]
+    write_manifest(bundle)  # self-consistent rewrite: only the pin outside the bundle catches it
+    with in_dir(registry):
+        result = cli("validate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                     "--calibration", "analysis/calibration.json", "--baseline", bundle,
+                     "--baseline-root-digest", pinned, "--out", "out/report.json")
+    assert_clean_failure(result, (1,))
+    assert "differs from the pinned" in result.err
 
 
 def test_a_consistent_rewrite_of_the_previous_release_is_caught_by_the_base_pin(

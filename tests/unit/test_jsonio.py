@@ -118,3 +118,11 @@ def test_sigkill_mid_write_never_leaves_a_partial_file(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert proc.returncode == -9
     assert read_json(p) == {"old": True}
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path: Path) -> None:
+    p = tmp_path / "shared.json"
+    write_json(p, {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == 0o666 & ~mask

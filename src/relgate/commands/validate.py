@@ -42,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="previous release to compare with (paired deltas for "
                              "gates.baseline): a published bundle folder or an ONNX model; "
                              "default: <release.core_dir>/<gates.baseline.release> when named")
+    parser.add_argument("--baseline-root-digest", metavar="HEX",
+                        help="root digest a --baseline bundle must verify against (pinned outside "
+                             "it, e.g. in the base branch's analysis/release_<name>.json)")
     parser.add_argument("--baseline-calibration", metavar="FILE",
                         help="calibration of a --baseline given as an ONNX model")
     parser.add_argument("--baseline-name", metavar="NAME",
@@ -97,7 +100,7 @@ def _baseline(args: argparse.Namespace, params: Any) -> Any:
         if args.baseline_calibration:
             raise UsageError("--baseline-calibration applies to a model file, not a bundle",
                              hint="a bundle brings its own calibration.json")
-        found = baseline_from_bundle(path)
+        found = baseline_from_bundle(path, expected_root_digest=args.baseline_root_digest)
         return replace(found, name=args.baseline_name) if args.baseline_name else found
     return Baseline(name=args.baseline_name or path.stem, model_path=path,
                     calibration_path=None if args.baseline_calibration is None
