@@ -26,6 +26,7 @@ from typing import Any
 
 from relgate.errors import InputError, JSONFormatError
 
+
 def _default_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

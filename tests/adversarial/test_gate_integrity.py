@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from relgate.jsonio import read_json, write_json
 from relgate.manifest import write_manifest
