@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -67,8 +68,8 @@ def stable_npz(path: Path) -> None:
 def step(name_fragment: str) -> str:
     """The ``run:`` script of the release-gate step whose name contains *name_fragment*."""
     workflow = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
-    (job,) = workflow["jobs"].values()
-    found = [s["run"] for s in job["steps"] if name_fragment in str(s.get("name", ""))]
+    found = [s["run"] for job in workflow["jobs"].values() for s in job["steps"]
+             if name_fragment in str(s.get("name", ""))]
     assert len(found) == 1, f"release-gate.yml: expected one step named like {name_fragment!r}"
     return str(found[0])
 
@@ -112,24 +113,39 @@ def repo(tmp_path: Path) -> Path:
     return work
 
 
+CANDIDATE = ("models", "data/test.npz", "analysis/calibration.json",
+             "analysis/validation_report.json")
+
+
 def run_gate_job(work: Path, tmp_path: Path) -> dict[str, Any]:
-    """release-gate.yml's steps after validation, in order, with a runner's environment."""
+    """release-gate.yml's judge job, step by step, with a runner's environment.
+
+    The `reproduce` job's artifact is simulated by copying the same paths from the PR's
+    working tree; the judge's workspace is a checkout of the base branch (main), never the PR.
+    """
     temp = tmp_path / "runner-temp"
-    temp.mkdir()
+    candidate = temp / "candidate"
+    for rel in CANDIDATE:  # what "Upload the candidate" sends to the judge
+        src, dst = work / rel, candidate / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    base = tmp_path / "base-checkout"
+    git("worktree", "add", "-q", "--detach", str(base), "main", cwd=work)
     summary = tmp_path / "step-summary.md"
-    env = {"BASE_REF": "main", "RUNNER_TEMP": str(temp), "GITHUB_STEP_SUMMARY": str(summary),
-           "GITHUB_ACTIONS": "true"}
-    base = run_step(step("base branch's params"), cwd=work, env=env)
-    assert base.returncode == 0, base.stdout + base.stderr
-    # "Install the judge" pip-installs the base branch into a fresh venv (network, minutes); here
-    # the base branch's relgate is this checkout's, so the judge is this venv's relgate.
-    env["JUDGE"] = str(Path(sys.executable).parent / "relgate")
-    judged = run_step(step("Re-validate the candidate"), cwd=work, env=env)
+    # "Install the judge" pip-installs the base branch (network, minutes); here the base
+    # branch's relgate is this checkout's, so the judge is this venv's relgate.
+    env = {"RUNNER_TEMP": str(temp), "GITHUB_WORKSPACE": str(base),
+           "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_ACTIONS": "true",
+           "JUDGE": str(Path(sys.executable).parent / "relgate")}
+    judged = run_step(step("Re-validate the candidate"), cwd=base, env=env)
     assert judged.returncode == 0, judged.stdout + judged.stderr
-    written = run_step(step("Write the Markdown summary"), cwd=work, env=env)
-    gate = run_step(step("Gate with"), cwd=work, env=env)  # runs: base step succeeded
+    written = run_step(step("Write the Markdown summary"), cwd=base, env=env)
+    gate = run_step(step("Gate with"), cwd=base, env=env)
     text = summary.read_text(encoding="utf-8")
-    return {"temp": temp, "summary": text.replace(str(temp), "$RUNNER_TEMP"),
+    return {"temp": temp, "base": base, "summary": text.replace(str(temp), "$RUNNER_TEMP"),
             "summary_step": written, "gate_step": gate}
 
 
@@ -149,7 +165,7 @@ def test_pr_that_loosens_gates_and_degrades_the_model_fails_with_base_gates(
     assert relgate(repo, "gate", "analysis/validation_report.json", "--params", "params.yaml") == 0
 
     job = run_gate_job(repo, tmp_path)
-    base_params = (job["temp"] / "base-params.yaml").read_text()
+    base_params = (job["base"] / "params.yaml").read_text()
     assert base_params == git("show", "main:params.yaml", cwd=repo)
     assert "value: 0.7" in base_params
 
@@ -162,12 +178,12 @@ def test_pr_that_loosens_gates_and_degrades_the_model_fails_with_base_gates(
     assert written.stdout == ""  # the Markdown went to the summary file only
     assert written.stderr.splitlines() == [
         f"::error title=relgate gate::{job['temp']}/judged-report.json: "
-        f"auc {auc:.6g} < 0.7, needs >= 0.7 (gates from {job['temp']}/base-params.yaml)"
+        f"auc {auc:.6g} < 0.7, needs >= 0.7 (gates from params.yaml)"
     ]
     md = job["summary"]
     assert md.startswith("### ❌ relgate: `$RUNNER_TEMP/judged-report.json` fails its gates\n")
     assert f"| ❌ | `auc >= 0.7` | {auc:.4f} |" in md
-    assert "gates from `$RUNNER_TEMP/base-params.yaml`, not the ones recorded in the report" in md
+    assert "gates from `params.yaml`, not the ones recorded in the report" in md
     assert "The report recorded passed with its own gates" not in md  # the judge re-validated
     judged = json.loads((job["temp"] / "judged-report.json").read_text())
     assert judged["baseline"]["name"] == "v1.0.0"  # paired against the current release
@@ -202,5 +218,5 @@ def test_pr_with_an_honest_improvement_passes_with_positive_deltas(
         assert d["ci_low"] > 0, f"{name}: the improvement is real"
         row = (f"| {d['value']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] | better |")
         assert row in md, name
-    assert "#### Metrics vs $RUNNER_TEMP/base-validation-report.json: partly paired" in md
+    assert "#### Metrics vs analysis/validation_report.json: partly paired" in md
     assert_golden("pr_summary_pass.md", md, request.config)
