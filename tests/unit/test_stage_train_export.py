@@ -194,6 +194,16 @@ def test_train_refuses_bad_params(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "train.kernel_size" in proc.stderr
 
 
+def test_train_refuses_a_split_with_one_class(tmp_path: Path) -> None:
+    write_params(tmp_path)
+    text = (tmp_path / "params.yaml").read_text().replace("anomaly_share: 0.4", "anomaly_share: 0")
+    (tmp_path / "params.yaml").write_text(text)
+    run_ok(tmp_path, "data")
+    proc = stage(tmp_path, "train")
+    assert proc.returncode == 2 and "only one class" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # ---------------------------------------------------------- pure functions
 
 
