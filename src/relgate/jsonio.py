@@ -20,9 +20,9 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from relgate.errors import InputError, JSONFormatError
 
@@ -222,7 +222,17 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> None:
-    """Write bytes to *path* via a temp file in the same folder, fsync, rename.
+    """Write bytes (or an iterable of chunks) to *path* atomically; see ``atomic_write``."""
+
+    def write(fh: BinaryIO) -> None:
+        for chunk in [data] if isinstance(data, bytes) else data:
+            fh.write(chunk)
+
+    atomic_write(path, write)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(fh)`` on a temp file in *path*'s folder, then fsync and rename it into place.
 
     Readers see either the old file or the complete new one, never a prefix.
     A full disk, a file size limit or a read-only folder is an InputError
@@ -238,8 +248,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | Iterable[byte
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; records are meant to be shared
-            for chunk in [data] if isinstance(data, bytes) else data:
-                fh.write(chunk)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)

@@ -31,11 +31,10 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -44,7 +43,7 @@ import numpy as np
 
 from relgate import onnxmodel
 from relgate.errors import DataError, ModelError
-from relgate.jsonio import fsync_dir, write_error
+from relgate.jsonio import atomic_write
 from relgate.onnxmodel import ModelContract
 
 ProgressFn = Callable[[int, int], None]
@@ -650,27 +649,8 @@ def write_scores(path: str | os.PathLike[str], result: ScoreResult,
                  extra: Mapping[str, np.ndarray[Any, Any]] | None = None) -> None:
     """Write ``score`` (float64), ``y`` (int8), ``features`` (when any) and *extra* arrays
     (e.g. calibrated ``prob`` and ``decision``) as an npz, atomically."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
     arrays = {"score": result.scores, "y": result.y}
     if result.features is not None:
         arrays["features"] = result.features
     arrays.update(extra or {})
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise write_error(target, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        fsync_dir(folder)
-    except BaseException as exc:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):  # disk full, file size limit: one line, nothing half-written
-            raise write_error(target, exc) from None
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
