@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from relgate.commands._options import add_model_selection
 from relgate.errors import EXIT_OK
 
 HELP = "fit a calibration (scale/offset sweep, temperature or Platt, threshold) on the val split"
@@ -24,12 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plots-dir", metavar="DIR",
                         help="also write DIR/calibration_sweep.csv (scale, offset, auc) "
                              "for dvc plots")
-    parser.add_argument("--input", dest="input_name", metavar="NAME",
-                        help="the model input to feed (default: the first input)")
-    parser.add_argument("--output", dest="output_name", metavar="NAME",
-                        help="the model output to read scores from (default: auto-detected)")
-    parser.add_argument("--positive-index", type=int, metavar="I",
-                        help="column of the positive class in a probability or features output")
+    add_model_selection(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the calibration record as JSON instead of a summary")
 

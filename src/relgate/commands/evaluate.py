@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from relgate.commands._options import add_model_selection
 from relgate.errors import EXIT_OK
 
 HELP = "score an eval set (.npz) with an ONNX model; writes score, y (and features) to an .npz"
@@ -22,12 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help="rows per onnxruntime call when the batch dim is dynamic "
                              "(default: evaluate.batch_size from --params, else 1024)")
-    parser.add_argument("--input", dest="input_name", metavar="NAME",
-                        help="the primary input (default: the first input)")
-    parser.add_argument("--output", dest="output_name", metavar="NAME",
-                        help="the output to read scores from (default: auto-detected)")
-    parser.add_argument("--positive-index", type=int, metavar="I",
-                        help="column of the positive class in a probability output (default 1)")
+    add_model_selection(parser)
     parser.add_argument("--scale", type=float, default=1.0, metavar="S",
                         help="float inputs are fed as x * S + O (default: %(default)s)")
     parser.add_argument("--offset", type=float, default=0.0, metavar="O",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from relgate.commands._options import add_model_selection
 from relgate.errors import EXIT_OK
 
 HELP = "show a model's contract (inputs, outputs, opsets, score output), files and sha256"
@@ -14,14 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the ONNX model (its external data files must sit next to it)")
     parser.add_argument("--json", action="store_true",
                         help="print the contract as JSON (sha256, files with sizes, contract)")
-    parser.add_argument("--input", dest="input_name", metavar="NAME",
-                        help="the primary input (default: the first input)")
-    parser.add_argument("--output", dest="output_name", metavar="NAME",
-                        help="the output to read scores from (default: auto-detected: a score "
-                             "[N]/[N,1], else a probability [N,2], else features [N,D])")
-    parser.add_argument("--positive-index", type=int, metavar="I",
-                        help="column of the positive class in a probability output "
-                             "(default 1) or of a features output")
+    add_model_selection(parser)
     parser.add_argument("--params", metavar="FILE",
                         help="also check the model against contract: in this params file")
     parser.add_argument("--check-runtime", action="store_true",

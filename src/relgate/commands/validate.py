@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from relgate.commands._options import add_model_selection
 from relgate.errors import EXIT_OK, EXIT_REFUSED
 
 HELP = ("validate a model on a split (calibration applied): metrics with intervals, gates, "
@@ -32,12 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "else 0.5)")
     parser.add_argument("--split", metavar="NAME",
                         help="name recorded for the split (default: the data file's stem)")
-    parser.add_argument("--input", dest="input_name", metavar="NAME",
-                        help="the model input to feed (default: the first input)")
-    parser.add_argument("--output", dest="output_name", metavar="NAME",
-                        help="the model output to read scores from (default: auto-detected)")
-    parser.add_argument("--positive-index", type=int, metavar="I",
-                        help="column of the positive class in a probability or features output")
+    add_model_selection(parser)
     parser.add_argument("--baseline", metavar="PATH",
                         help="previous release to compare with (paired deltas for "
                              "gates.baseline): a published bundle folder or an ONNX model; "
