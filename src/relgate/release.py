@@ -9,6 +9,7 @@ publication itself is atomic (relgate.bundle).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import subprocess
@@ -20,11 +21,14 @@ from typing import Any
 
 from relgate import schemas
 from relgate.errors import GateFailed, InputError, NotReproduced, PublishRefused, RelgateError
-from relgate.jsonio import dumps, read_json, write_json
+from relgate.jsonio import MAX_JSON_BYTES, dumps, loads_strict, read_capped, read_json, write_json
+from relgate.manifest import FileDigest
 from relgate.params import ArtifactSpec, Params, thaw
 from relgate.provenance import package_versions, platform_string
 
 RELEASE_FILE = "release.json"
+REPORT_FILE = "validation_report.json"
+CALIBRATION_FILE = "calibration.json"
 CARD_FILE = "README.md"
 TAG_PREFIX = "core@"
 
@@ -122,7 +126,7 @@ class PromotionResult:
         }
 
 
-def promote(params: Params, *, root: Path | None = None, progress: bool = False) -> PromotionResult:
+def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
     """Promote ``params.release`` from the registry at *root* (default: the current folder)."""
     from relgate.bundle import PublishLock, publish_bundle
     from relgate.gates import apply_gates
@@ -133,7 +137,9 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
     root = Path.cwd() if root is None else root
     spec = params.release
     report_path = _inside(root, spec.report, "release.report")
-    report = read_json(report_path)
+    # Evidence files are read once: the bytes hashed are the bytes published.
+    report_bytes = read_capped(report_path, max_bytes=MAX_JSON_BYTES, what="validation report")
+    report = loads_strict(report_bytes, source=str(report_path))
     schemas.validate(report, "validation-report", source=str(report_path))
 
     # 2. the evidence must be the files we have now, byte for byte
@@ -148,9 +154,12 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
     if data_sha != report["data"]["sha256"]:
         problems.append(f"{spec.data} is not the data the report was computed on")
     calibration_path: Path | None = None
+    calibration_bytes: bytes | None = None
     if report.get("calibration") is not None:
         calibration_path = _inside(root, spec.calibration, "release.calibration")
-        if _sha256(calibration_path) != report["calibration"]["sha256"]:
+        calibration_bytes = read_capped(calibration_path, max_bytes=MAX_JSON_BYTES,
+                                        what="calibration")
+        if _digest(calibration_bytes) != report["calibration"]["sha256"]:
             problems.append(f"{spec.calibration} changed after validation")
     if problems:
         raise NotReproduced("evidence does not match the artifacts: " + "; ".join(problems),
@@ -181,18 +190,25 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
                          hint="the model stays unreleased; improve it or change the gates by review")
 
     # 5. publish atomically
-    artifacts = [_artifact_record(root, spec.promoted, digest_of=model_digest,
-                                  contract=report["model"]["contract"])]
-    artifacts += [_artifact_record(root, v, digest_of=model_digest) for v in spec.variants]
-    record = _release_record(params, root=root, report=report, report_path=report_path,
-                             calibration_path=calibration_path, data_sha=data_sha, artifacts=artifacts,
-                             gates=verdict.to_dict(), metrics=fresh["metrics"], reproductions=reproductions)
+    artifacts = [_artifact_record(spec.promoted, digest, fresh["model"]["contract"],
+                                  path=promoted_path)]
+    for variant in spec.variants:
+        path = _inside(root, variant.path, f"artifact {variant.path}")
+        artifacts.append(_artifact_record(variant, model_digest(path), None, path=path))
+    shas = {"report": _digest(report_bytes),
+            "calibration": None if calibration_bytes is None else _digest(calibration_bytes),
+            "data": data_sha}
+    record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
+                             gates=verdict.to_dict(), metrics=fresh["metrics"],
+                             reproductions=reproductions)
     schemas.validate(record, "release", source="release record")
     target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
 
-    def build(staging: Path) -> None:
+    def build(staging: Path) -> dict[str, FileDigest]:
+        """Fill the staging folder; return the digests computed while writing (no re-read)."""
         from relgate.hashing import copy_and_hash
 
+        known: dict[str, FileDigest] = {}
         for art in artifacts:
             folder = PurePosixPath(art["path"]).parent
             src_dir = _inside(root, art["path"], "artifact").parent
@@ -203,15 +219,18 @@ def promote(params: Params, *, root: Path | None = None, progress: bool = False)
                 if (size, sha) != (f["size"], f["sha256"]):
                     raise NotReproduced(f"{folder / f['path']} changed while it was being published",
                                         hint="promote again once nothing writes to the artifacts")
-        (staging / "validation_report.json").write_bytes(report_path.read_bytes())
-        if calibration_path is not None:
-            (staging / "calibration.json").write_bytes(calibration_path.read_bytes())
-        (staging / RELEASE_FILE).write_bytes(dumps(record))
+                known[str(folder / f["path"])] = FileDigest(size=size, sha256=sha)
         from relgate.report.card import model_card
 
-        (staging / CARD_FILE).write_text(model_card(record), encoding="utf-8")
+        written = {REPORT_FILE: report_bytes, CALIBRATION_FILE: calibration_bytes,
+                   RELEASE_FILE: dumps(record), CARD_FILE: model_card(record).encode("utf-8")}
+        for name, data in written.items():
+            if data is not None:
+                (staging / name).write_bytes(data)
+                known[name] = FileDigest(size=len(data), sha256=_digest(data))
+        return known
 
-    content = _content_identity(artifacts, report_path, calibration_path)
+    content = _content_identity(artifacts, shas)
     target.parent.mkdir(parents=True, exist_ok=True)
     with PublishLock(target.parent, target.name):  # also clears a lock left by a dead promoter
         done = _already_published(target, content)
@@ -249,8 +268,8 @@ def _restore_mirror(root: Path, name: str, core_dir: str, target: Path, root_dig
     write_json(mirror_path, mirror)
 
 
-def _content_identity(artifacts: list[dict[str, Any]], report_path: Path,
-                      calibration_path: Path | None) -> dict[str, str]:
+def _content_identity(artifacts: list[dict[str, Any]], shas: Mapping[str, str | None]
+                      ) -> dict[str, str]:
     """sha256 by bundle path of everything but the per-publication files (release.json, README.md).
 
     Two promotions of the same artifacts and evidence are "identical content" even
@@ -261,9 +280,9 @@ def _content_identity(artifacts: list[dict[str, Any]], report_path: Path,
         folder = PurePosixPath(art["path"]).parent
         for f in art["files"]:
             out[str(folder / f["path"])] = f["sha256"]
-    out["validation_report.json"] = _sha256(report_path)
-    if calibration_path is not None:
-        out["calibration.json"] = _sha256(calibration_path)
+    out[REPORT_FILE] = str(shas["report"])
+    if shas["calibration"] is not None:
+        out[CALIBRATION_FILE] = str(shas["calibration"])
     return out
 
 
@@ -302,10 +321,9 @@ def _baseline_deltas(report: Mapping[str, Any]) -> dict[str, Any] | None:
     return {k: MetricEstimate.from_dict(v) for k, v in base["deltas"].items()}
 
 
-def _artifact_record(root: Path, art: ArtifactSpec, *, digest_of: Callable[[Path], Any],
-                     contract: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    path = _inside(root, art.path, f"artifact {art.path}")
-    digest = digest_of(path)
+def _artifact_record(art: ArtifactSpec, digest: Any, contract: Mapping[str, Any] | None, *,
+                     path: Path) -> dict[str, Any]:
+    """The release record's entry for one artifact (its contract read from *path* if not given)."""
     rec: dict[str, Any] = {
         "path": art.path, "role": art.role, "sha256": digest.sha256,
         "size": sum(f.size for f in digest.files), "files": [f.to_dict() for f in digest.files],
@@ -320,10 +338,9 @@ def _artifact_record(root: Path, art: ArtifactSpec, *, digest_of: Callable[[Path
     return rec
 
 
-def _release_record(params: Params, *, root: Path, report: Mapping[str, Any], report_path: Path,
-                    calibration_path: Path | None, data_sha: str, artifacts: list[dict[str, Any]],
-                    gates: Mapping[str, Any], metrics: Mapping[str, Any],
-                    reproductions: list[Reproduction]) -> dict[str, Any]:
+def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None],
+                    artifacts: list[dict[str, Any]], gates: Mapping[str, Any],
+                    metrics: Mapping[str, Any], reproductions: list[Reproduction]) -> dict[str, Any]:
     spec = params.release
     commit, dirty, when = _git_state(root)
     lock = root / "dvc.lock"
@@ -335,10 +352,10 @@ def _release_record(params: Params, *, root: Path, report: Mapping[str, Any], re
         "reproduced": {r.metric: {"reported": r.reported, "reproduced": r.reproduced, "delta": r.delta}
                        for r in reproductions if r.field == "value"},
         "evidence": {
-            "validation_report": {"path": spec.report, "sha256": _sha256(report_path)},
-            "calibration": None if calibration_path is None
-            else {"path": spec.calibration, "sha256": _sha256(calibration_path)},
-            "data": {"path": spec.data, "sha256": data_sha},
+            "validation_report": {"path": spec.report, "sha256": shas["report"]},
+            "calibration": None if shas["calibration"] is None
+            else {"path": spec.calibration, "sha256": shas["calibration"]},
+            "data": {"path": spec.data, "sha256": shas["data"]},
         },
         "provenance": {
             "git_commit": commit, "git_dirty": dirty,
@@ -376,6 +393,10 @@ def _inside(root: Path, rel: str, what: str, *, must_exist: bool = True) -> Path
     if must_exist and not path.is_file():
         raise InputError(f"{what}: {rel} does not exist", hint="run the pipeline first (dvc repro)")
     return path
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sha256(path: Path) -> str:
