@@ -225,11 +225,18 @@ class FetchResult:
         }
 
 
-def _dvc_tracks(repo_dir: Path, commit: str, path: str) -> bool:
-    """Whether *path* is a DVC output (dvc.lock or a .dvc file) or a git path at *commit*."""
+def _dvc_tracks(repo_dir: Path, commit: str, path: str, *, exact: bool = False) -> bool:
+    """Whether *path* is (inside) a DVC output (dvc.lock or a .dvc file) or a git path at *commit*.
+
+    A release folder is usually inside one output (``models/core`` holds every release);
+    with *exact*, only an output of exactly *path* counts.
+    """
     import yaml
 
-    if _show(repo_dir, commit, f"{path}.dvc") is not None:
+    pure = PurePosixPath(path)
+    covering = {str(pure)} if exact else {str(pure), *(str(p) for p in pure.parents
+                                                         if str(p) != ".")}
+    if any(_show(repo_dir, commit, f"{c}.dvc") is not None for c in covering):
         return True
     if _git("cat-file", "-e", f"{commit}:{path}", cwd=repo_dir).returncode == 0:
         return True
@@ -243,7 +250,7 @@ def _dvc_tracks(repo_dir: Path, commit: str, path: str) -> bool:
     stages = data.get("stages", {}) if isinstance(data, dict) else {}
     for stage in stages.values() if isinstance(stages, dict) else ():
         outs = stage.get("outs", []) if isinstance(stage, dict) else []
-        if any(isinstance(o, dict) and o.get("path") == path for o in outs):
+        if any(isinstance(o, dict) and o.get("path") in covering for o in outs):
             return True
     return False
 
@@ -305,7 +312,10 @@ def fetch_bundle(
         proc = _run([*dvc_command(), "get", "--rev", commit, "-o", str(download), "--",
                      _source(repo), bundle_path], cwd=work)
         if proc.returncode != 0:
-            if not _dvc_tracks(repo_dir, commit, bundle_path):
+            # no release record and no output of exactly this path: the release does not exist
+            # (a record, or an exact output, means it exists and the download itself failed)
+            exact = _dvc_tracks(repo_dir, commit, bundle_path, exact=True)
+            if (named_path is None and not exact) or not _dvc_tracks(repo_dir, commit, bundle_path):
                 raise InputError(f"{repo}: no release {release!r} at {rev or 'HEAD'} "
                                  f"({bundle_path} is not tracked there)",
                                  hint="'relgate releases REPO' lists the releases and their tags")

@@ -53,14 +53,19 @@ stages:
            analysis/calibration.json, analysis/validation_report.json]
     params: [release, gates]
     outs:
-    # the bundle: cached (so dvc push uploads it) and persistent (never deleted before a run)
-    - models/core/${release.name}:
+    # every bundle: cached (so dvc push uploads it) and persistent (never deleted before a
+    # run), one output for all releases, as in the reference dvc.yaml
+    - models/core:
         persist: true
     # the record that pins the bundle's root digest outside it: in git, and kept across
     # re-runs (promote does not rewrite it when the bundle is already published)
     - analysis/release_${release.name}.json:
         cache: false
         persist: true
+artifacts:
+  core:
+    path: models/core
+    type: model
 """
 
 #: model weight scale per release: v1.1.0 is a different model (other bytes, other metrics)
@@ -146,14 +151,12 @@ class Producer:
             write_params(self.root, release=name)
         else:
             make_registry(self.root, release=name, scale=SCALES.get(name, 1.5))
-        for old in previous:
-            # the promote stage now writes another folder: keep the released one tracked
-            if not (self.root / "models" / "core" / f"{old}.dvc").exists():
-                self.tools.dvc("add", "-q", f"models/core/{old}", cwd=self.root)
         self.tools.dvc("repro", "-q", cwd=self.root)
         self.tools.git("add", "-A", cwd=self.root)
         self.tools.git("commit", "-q", "-m", f"release {name}", cwd=self.root)
-        self.tools.git("tag", f"core@{name}", cwd=self.root)
+        # annotated, as publish.yml makes them: GTO (dvc artifacts get) reads only annotated tags
+        self.tools.git("tag", "-a", f"core@{name}", "-m", f"Registering artifact core version {name}",
+                       cwd=self.root)
         self.tools.dvc("push", "-q", cwd=self.root)
         self.tools.git("push", "-q", "origin", "main", "--tags", cwd=self.root)
         import json

@@ -84,11 +84,11 @@ def test_fetch_from_s3_then_a_damaged_object_is_refused(s3_producer: Producer,
     import yaml
 
     outs = yaml.safe_load(dvc_file.read_text())["stages"]["promote"]["outs"]
-    dir_md5 = next(o["md5"] for o in outs if o["path"] == "models/core/v1.0.0")
+    dir_md5 = next(o["md5"] for o in outs if o["path"] == "models/core")
     listing = json.loads(client.get_object(Bucket=BUCKET,
                                            Key=f"store/files/md5/{dir_md5[:2]}/{dir_md5[2:]}")
                          ["Body"].read())
-    md5 = next(e["md5"] for e in listing if e["relpath"] == "models/model.onnx.data")
+    md5 = next(e["md5"] for e in listing if e["relpath"] == "v1.0.0/models/model.onnx.data")
     key = f"store/files/md5/{md5[:2]}/{md5[2:]}"
     original = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     damaged = bytearray(original)
