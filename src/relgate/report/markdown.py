@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relgate.gates import LOWER_IS_BETTER, GateResult, GateVerdict, apply_gates
-from relgate.params import GatesSpec
+from relgate.params import BaselineSpec, GateRule, GatesSpec
 from relgate.report.gates import _headline, _rule_text, render_verdict, verdict_json
 
 #: Output health stats with no "better" direction.
@@ -154,8 +154,12 @@ class ReportSummary:
 
     def gates_note(self) -> str | None:
         """Said when re-judging changed the verdict the report recorded."""
-        if self.gates_from is None or self.recorded_passed == self.verdict.passed:
+        if self.recorded_passed == self.verdict.passed:
             return None
+        if self.gates_from is None:
+            return (f"the {self.what()} recorded {'passed' if self.recorded_passed else 'failed'}, "
+                    f"but its own gates re-judged on its numbers "
+                    f"{'pass' if self.verdict.passed else 'fail'}: the record is inconsistent")
         return (f"the {self.what()} recorded {'passed' if self.recorded_passed else 'failed'} "
                 f"with its own gates; with the gates from {self.gates_from} it "
                 f"{'passes' if self.verdict.passed else 'fails'}")
@@ -216,6 +220,23 @@ def reference_from_records(label: str, *, report: Mapping[str, Any] | None = Non
                      data_sha256=report["data"]["sha256"], metrics=report["metrics"])
 
 
+def recorded_gates(recorded: GateVerdict) -> GatesSpec:
+    """The gate spec a recorded verdict was made with, rebuilt from its results.
+
+    Baseline rules (``<metric> vs baseline``) become ``baseline.max_drop`` again, so the
+    rebuilt spec judges the same rules on the record's own numbers.
+    """
+    rules, drops, on = [], {}, "point"
+    for r in recorded.results:
+        if r.metric.endswith(" vs baseline"):
+            drops[r.metric.removesuffix(" vs baseline")] = abs(float(r.bound))
+            on = "ci_low" if r.on in ("ci_low", "ci_high") else "point"
+        else:
+            rules.append(GateRule(metric=r.metric, op=r.op, value=float(r.bound), on=r.on))
+    baseline = BaselineSpec(release=None, max_drop=drops, on=on) if drops else None
+    return GatesSpec(mode=recorded.mode, rules=tuple(rules), baseline=baseline)
+
+
 def summarize(source: str, *, report: Mapping[str, Any] | None = None,
               release: Mapping[str, Any] | None = None, gates: GatesSpec | None = None,
               gates_from: str | None = None, baseline: Reference | None = None) -> ReportSummary:
@@ -231,11 +252,10 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
     recorded = GateVerdict.from_dict((release or report or {})["gates"])
     block = None if report is None else report.get("baseline")
     deltas: Mapping[str, Mapping[str, Any]] = {} if block is None else block["deltas"]
-    if gates is not None:
-        verdict = apply_gates(gates, metrics, deltas=None if block is None else deltas,
-                              baseline_name=None if block is None else block["name"])
-    else:
-        verdict, gates_from = recorded, None
+    if gates is None:  # the recorded rules, re-judged on the numbers: a verdict is never trusted
+        gates, gates_from = recorded_gates(recorded), None
+    verdict = apply_gates(gates, metrics, deltas=None if block is None else deltas,
+                          baseline_name=None if block is None else block["name"])
     if report is not None:
         model, data = report["model"], report["data"]
         model_path, model_sha, contract = model["path"], model["sha256"], model["contract"]
@@ -419,7 +439,7 @@ def _estimate_for(summary: ReportSummary, r: GateResult) -> Mapping[str, Any] | 
 
 def _gates_source(summary: ReportSummary) -> str:
     if summary.gates_from is None:
-        return f"gates recorded in the {summary.what()}"
+        return f"gates recorded in the {summary.what()}, re-judged on its numbers"
     return f"gates from {summary.gates_from} (not the ones recorded in the {summary.what()})"
 
 
@@ -469,7 +489,7 @@ def summary_markdown(summary: ReportSummary) -> str:
 
 def _gates_md(summary: ReportSummary) -> str:
     if summary.gates_from is None:
-        return f"gates recorded in the {summary.what()}"
+        return f"gates recorded in the {summary.what()}, re-judged on its numbers"
     return (f"gates from {md_code(summary.gates_from)}, not the ones recorded in the "
             f"{summary.what()}")
 
