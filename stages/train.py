@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from relgate.errors import DataError, ModelError
-from relgate.jsonio import write_json
+from relgate.jsonio import atomic_write, write_json
 from relgate.metrics import best_f1_threshold, roc_auc
 from relgate.params import load_params
 from stages.common import PARAMS_FILE, load_npz, require, run_stage, section_value
@@ -289,11 +289,11 @@ def main() -> int:
     seconds = time.perf_counter() - started
     n_params = sum(int(v.numel()) for k, v in result.state_dict.items()
                    if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    Path(spec.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": result.state_dict,
-                "arch": result.arch.to_dict(), "threshold": result.threshold,
-                "best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc,
-                "seed": params.seed}, spec.checkpoint)
+    checkpoint = {"format": CHECKPOINT_FORMAT, "state_dict": result.state_dict,
+                  "arch": result.arch.to_dict(), "threshold": result.threshold,
+                  "best_epoch": result.best_epoch, "best_val_auc": result.best_val_auc,
+                  "seed": params.seed}
+    atomic_write(spec.checkpoint, lambda fh: torch.save(checkpoint, fh))  # never half a checkpoint
     write_json(spec.report, {
         "schema_version": 1, "seed": params.seed, "arch": result.arch.to_dict(),
         "parameters": n_params, "epochs": len(result.history), "best_epoch": result.best_epoch,

@@ -10,6 +10,7 @@ translated here and only here (STYLE.md item 6).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
@@ -87,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("relgate: interrupted\n")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError:  # the reader went away: never report success for unseen output
+        with contextlib.suppress(OSError):
+            sys.stderr.write("relgate: output pipe closed\n")
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
     except Exception as exc:  # a crash is a bug: say so, in one line unless asked
         if args.traceback:
             traceback.print_exc()

@@ -515,7 +515,10 @@ def _value_info(vi: Any) -> TensorInfo:
         if which == "sequence_type":
             return f"sequence({type_name(tp.sequence_type.elem_type)[0]})", None
         if which == "map_type":
-            key = onnx.TensorProto.DataType.Name(tp.map_type.key_type).lower()
+            try:
+                key = onnx.TensorProto.DataType.Name(tp.map_type.key_type).lower()
+            except ValueError:
+                key = f"type{tp.map_type.key_type}"
             value = type_name(tp.map_type.value_type)[0]
             return f"map({_DTYPE_ALIASES.get(key, key)},{value})", None
         if which == "optional_type":

@@ -170,6 +170,14 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
                            model_label=spec.promoted.path, data_label=spec.data,
                            calibration_label=None if calibration_path is None else spec.calibration,
                            baseline=baseline_for_params(params, root=root))
+    used = {"model": fresh["model"]["sha256"], "data": fresh["data"]["sha256"],
+            "calibration": (fresh.get("calibration") or {}).get("sha256")}
+    checked = {"model": digest.sha256, "data": data_sha,
+               "calibration": None if calibration_bytes is None else _digest(calibration_bytes)}
+    if used != checked:
+        changed = ", ".join(k for k in used if used[k] != checked[k])
+        raise NotReproduced(f"{changed} changed during promotion (re-evaluated bytes differ from "
+                            "the checked ones)", hint="promote again once nothing writes to them")
     gated = {r.metric for r in params.gates.rules}
     fields: dict[str, tuple[str, ...]] = {}
     for rule in params.gates.rules:
@@ -231,7 +239,11 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
         return known
 
     content = _content_identity(artifacts, shas)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{target.parent}: cannot create ({exc.strerror})",
+                         hint="release.core_dir must be a writable folder") from None
     with PublishLock(target.parent, target.name):  # also clears a lock left by a dead promoter
         done = _already_published(target, content)
     if done is None:
@@ -371,8 +383,12 @@ def _git_state(root: Path) -> tuple[str | None, bool | None, str]:
 
     The timestamp is SOURCE_DATE_EPOCH when set, else now (UTC): a release is an event.
     """
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    try:
+        when = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    except (OverflowError, ValueError, OSError):
+        raise InputError(f"SOURCE_DATE_EPOCH={epoch[:30]!r} is not a usable timestamp",
+                         hint="set it to seconds since 1970, or unset it") from None
     stamp = when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,

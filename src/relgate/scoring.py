@@ -32,6 +32,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -217,17 +218,17 @@ class EvalData:
                         raise DataError(f"{p}: key {member.key!r} appears twice",
                                         hint="re-create the eval set with np.savez")
                     members[member.key] = member
+            if "y" not in members:
+                raise DataError(f"{p}: no 'y' (labels) in the eval set; keys: "
+                                + (", ".join(sorted(members)) or "none"),
+                                hint="an eval set holds the model's inputs plus y (0/1 labels)")
+            y = _labels(p, _read_whole(p, members["y"]))
         except zipfile.BadZipFile as exc:
-            raise DataError(f"{p}: not an .npz file ({exc})",
+            raise DataError(f"{p}: not an .npz file or damaged ({exc})",
                             hint="save eval sets with numpy.savez") from None
-        except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        except _UNREADABLE as exc:
             raise DataError(f"{p}: unreadable .npz ({type(exc).__name__}: {_short(exc)})",
                             hint="re-create the eval set with numpy.savez") from None
-        if "y" not in members:
-            raise DataError(f"{p}: no 'y' (labels) in the eval set; keys: "
-                            + (", ".join(sorted(members)) or "none"),
-                            hint="an eval set holds the model's inputs plus y (0/1 labels)")
-        y = _labels(p, _read_whole(p, members["y"]))
         shapes = {k: (m.dtype, m.shape) for k, m in members.items() if k != "y"}
         return cls(source=str(p), shapes=shapes, y=y, path=p, members=members)
 
@@ -285,6 +286,12 @@ def _short(exc: object) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+#: what reading a damaged zip member raises (bad CRC, broken deflate stream, short file)
+_DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
+_UNREADABLE: tuple[type[BaseException], ...] = (*_DAMAGED, ValueError, NotImplementedError,
+                                               RuntimeError)
+
+
 def _parse_member(p: Path, zf: zipfile.ZipFile, raw: IO[bytes], info: zipfile.ZipInfo,
                   file_size: int) -> _Member:
     key = info.filename[:-4]
@@ -327,9 +334,13 @@ def _parse_member(p: Path, zf: zipfile.ZipFile, raw: IO[bytes], info: zipfile.Zi
 
 def _read_whole(p: Path, m: _Member) -> np.ndarray:
     """One member fully in memory (labels, small compressed inputs, Fortran order)."""
-    with zipfile.ZipFile(p) as zf, zf.open(m.info) as fh:
-        fh.read(m.header_len)
-        data = fh.read(m.nbytes)
+    try:
+        with zipfile.ZipFile(p) as zf, zf.open(m.info) as fh:
+            fh.read(m.header_len)
+            data = fh.read(m.nbytes)
+    except _DAMAGED as exc:  # bad CRC, broken deflate stream: damaged data is bad input
+        raise DataError(f"{p}: member {m.key!r} is damaged ({type(exc).__name__}: {_short(exc)})",
+                        hint="re-create the eval set with numpy.savez") from None
     if len(data) != m.nbytes:
         raise DataError(f"{p}: member {m.key!r} is truncated", hint="re-create the eval set")
     flat = np.frombuffer(data, dtype=m.dtype)
@@ -486,7 +497,12 @@ class Scorer:
                 m = stop - start
                 feeds: dict[str, np.ndarray] = {}
                 for name, reader in readers.items():
-                    chunk, owned = reader.read(start, stop, buffers[name])
+                    try:
+                        chunk, owned = reader.read(start, stop, buffers[name])
+                    except _DAMAGED as exc:
+                        raise DataError(f"{ev.source}: member {name!r} is damaged "
+                                        f"({type(exc).__name__}: {_short(exc)})",
+                                        hint="re-create the eval set with numpy.savez") from None
                     if transform and name in floats:
                         work = chunk if owned else buffers[name][:m]
                         # a scale/offset beyond the dtype's range gives inf/NaN inputs (then

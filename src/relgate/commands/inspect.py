@@ -31,14 +31,14 @@ def run(args: argparse.Namespace) -> int:
                          positive_index=args.positive_index)
     if args.check_runtime:
         probe_session(args.model)
-    if args.json:
-        print_json(info.to_dict())
-    else:
-        render_inspect(info.to_dict(), console())
-    if args.params:
+    if args.params:  # checked before anything is printed: output means the contract holds
         from relgate.params import load_params
 
         spec = load_params(args.params).contract
         if spec is not None:
             check_contract(info.contract, spec)
+    if args.json:
+        print_json(info.to_dict())
+    else:
+        render_inspect(info.to_dict(), console())
     return EXIT_OK
