@@ -22,7 +22,7 @@ from typing import Any
 from relgate import schemas
 from relgate.errors import GateFailed, InputError, NotReproduced, PublishRefused, RelgateError
 from relgate.jsonio import MAX_JSON_BYTES, dumps, loads_strict, read_capped, read_json, write_json
-from relgate.manifest import FileDigest
+from relgate.manifest import FileDigest, compute_root_digest
 from relgate.params import ArtifactSpec, Params, thaw
 from relgate.provenance import package_versions, platform_string
 
@@ -102,6 +102,55 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def report_differences(reported: Any, fresh: Any, *, tolerance_for: Callable[[str], float],
+                       skip: frozenset[str] | set[str] = frozenset({"environment"}),
+                       path: str = "", limit: int = 5) -> list[str]:
+    """Where a report differs from its re-evaluation: every field, not only the gated metrics.
+
+    Floats compare within the tolerance of the metric they belong to (the nearest metric name
+    on their key path); integers, strings, booleans and the shape of the record exactly.
+    ``environment`` is not compared (package versions are recorded, not reproduced), nor the
+    ``reason`` sentences, which only restate numbers that are compared.
+    """
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, where: str, metric: str | None) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if (not where and key in skip) or key in ("reason", "reasons"):
+                    continue  # reasons are sentences about numbers that are compared themselves
+                sub = f"{where}.{key}" if where else key
+                name = key if key in _METRIC_NAMES else metric
+                if key not in a or key not in b:
+                    out.append(f"{sub}: {'missing from' if key not in a else 'not re-evaluated in'} "
+                               "the report")
+                else:
+                    walk(a[key], b[key], sub, name)
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{where}[{i}]", metric)
+        elif (isinstance(a, float) or isinstance(b, float)) and not isinstance(a, bool) \
+                and not isinstance(b, bool) and isinstance(a, int | float) and isinstance(b, int | float):
+            tol = tolerance_for(metric or "")  # the default tolerance off any metric
+            if not abs(a - b) <= tol:
+                out.append(f"{where}: reported {a!r}, re-evaluated {b!r}")
+        elif a != b or type(a) is not type(b):
+            shown = repr(a) if len(repr(a)) < 60 else repr(a)[:57] + "..."
+            out.append(f"{where}: reported {shown}, re-evaluated {b!r}"[:160])
+
+    walk(reported, fresh, path, None)
+    return out
+
+
+#: report fields promotion does not compare: the verdict is re-made with the gates in force
+#: (step 4), and package versions are recorded, not reproduced
+_NOT_REPRODUCED = frozenset({"environment", "gates", "passed", "reasons"})
+_METRIC_NAMES = frozenset({"auc", "pr_auc", "f1", "precision", "recall", "accuracy", "specificity",
+                           "ece", "brier", "mean_std", "high_corr_frac", "frac_sig"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,6 +235,8 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
     reproductions = compare_metrics(report["metrics"], fresh["metrics"], names=gated,
                                     tolerance_for=spec.tolerance_for, fields=fields)
     moved = [r.reason() for r in reproductions if not r.ok]
+    moved += report_differences(report, fresh, tolerance_for=spec.tolerance_for,
+                                skip=_NOT_REPRODUCED | ({"metrics"} if moved else set()))
     if moved:
         raise NotReproduced("re-evaluation does not reproduce the report: " + "; ".join(moved),
                             hint="the report was edited or the model/data/environment changed")
@@ -228,17 +279,24 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
                     raise NotReproduced(f"{folder / f['path']} changed while it was being published",
                                         hint="promote again once nothing writes to the artifacts")
                 known[str(folder / f["path"])] = FileDigest(size=size, sha256=sha)
-        from relgate.report.card import model_card
-
-        written = {REPORT_FILE: report_bytes, CALIBRATION_FILE: calibration_bytes,
-                   RELEASE_FILE: dumps(record), CARD_FILE: model_card(record).encode("utf-8")}
-        for name, data in written.items():
+        for name, data in generated.items():
             if data is not None:
                 (staging / name).write_bytes(data)
                 known[name] = FileDigest(size=len(data), sha256=_digest(data))
         return known
 
     content = _content_identity(artifacts, shas)
+    from relgate.report.card import model_card
+
+    generated = {REPORT_FILE: report_bytes, CALIBRATION_FILE: calibration_bytes,
+                 RELEASE_FILE: dumps(record), CARD_FILE: model_card(record).encode("utf-8")}
+    expected = _expected_root_digest(artifacts, generated)
+    bundle_path = f"{spec.core_dir}/{spec.name}"
+    mirror_path = root / "analysis" / f"release_{spec.name}.json"
+    pinned = _read_pin(mirror_path)
+    if pinned is not None and pinned["bundle"]["root_digest"] != expected:
+        raise PublishRefused(_pin_mismatch(spec.name, mirror_path, pinned, content, record),
+                             hint="a release never changes: publish under a new release.name")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -254,12 +312,14 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
             if done is None:
                 raise
     if done is not None:
-        _restore_mirror(root, spec.name, spec.core_dir, target, done)
+        if pinned is None:
+            _restore_mirror(root, spec.name, spec.core_dir, target, done)
         return PromotionResult(name=spec.name, path=target, root_digest=done, created=False,
                                message=f"{target}: already published with identical content; nothing to do",
                                gates=verdict.to_dict(), reproduced=tuple(reproductions))
-    mirror = dict(record, bundle={"path": f"{spec.core_dir}/{spec.name}", "root_digest": outcome.root_digest})
-    write_json(root / "analysis" / f"release_{spec.name}.json", mirror)
+    if pinned is None:  # a release reproduced from its pin keeps its original publication record
+        write_json(mirror_path, _mirror(record, root=root, bundle_path=bundle_path,
+                                        root_digest=outcome.root_digest))
     return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
                            created=outcome.created, message=outcome.message, gates=verdict.to_dict(),
                            reproduced=tuple(reproductions))
@@ -275,9 +335,57 @@ def _restore_mirror(root: Path, name: str, core_dir: str, target: Path, root_dig
     if os.path.lexists(mirror_path):
         return
     record = read_json(target / RELEASE_FILE)
-    mirror = dict(record, bundle={"path": f"{core_dir}/{name}", "root_digest": root_digest})
+    mirror = _mirror(record, root=root, bundle_path=f"{core_dir}/{name}", root_digest=root_digest)
     schemas.validate(mirror, "release", source=str(target / RELEASE_FILE))
     write_json(mirror_path, mirror)
+
+
+def _expected_root_digest(artifacts: list[dict[str, Any]],
+                          generated: Mapping[str, bytes | None]) -> str:
+    """The root digest the bundle will have, from digests already known (nothing re-read)."""
+    files = {}
+    for art in artifacts:
+        folder = PurePosixPath(art["path"]).parent
+        for f in art["files"]:
+            files[str(folder / f["path"])] = FileDigest(size=f["size"], sha256=f["sha256"])
+    for name, data in generated.items():
+        if data is not None:
+            files[name] = FileDigest(size=len(data), sha256=_digest(data))
+    return compute_root_digest(files)
+
+
+def _read_pin(mirror_path: Path) -> dict[str, Any] | None:
+    """The git-tracked record of a release already published (None if never published)."""
+    if not os.path.lexists(mirror_path):
+        return None
+    record = read_json(mirror_path)
+    schemas.validate(record, "release", source=str(mirror_path))
+    if not record.get("bundle"):
+        raise InputError(f"{mirror_path}: has no bundle.root_digest",
+                         hint="a release record written by relgate promote pins its bundle")
+    return dict(record)
+
+
+def _pin_mismatch(name: str, mirror_path: Path, pinned: Mapping[str, Any],
+                  content: Mapping[str, str], record: Mapping[str, Any]) -> str:
+    """Why this promotion would not rebuild the pinned bundle, as precisely as the record allows."""
+    base = (f"release {name} already published with root digest "
+            f"{pinned['bundle']['root_digest'][:16]}… ({mirror_path}); this promotion would publish ")
+    pinned_content = _content_identity(
+        list(pinned["artifacts"]),
+        {"report": pinned["evidence"]["validation_report"]["sha256"],
+         "calibration": (pinned["evidence"].get("calibration") or {}).get("sha256")})
+    changed = sorted(k for k in {*content, *pinned_content}
+                     if content.get(k) != pinned_content.get(k))
+    if changed:
+        return base + "different content: " + ", ".join(changed[:6])
+    env = [f"{k} {pinned['provenance']['packages'].get(k)} -> {v}"
+           for k, v in record["provenance"]["packages"].items()
+           if pinned["provenance"]["packages"].get(k) != v]
+    if pinned["provenance"]["platform"] != record["provenance"]["platform"]:
+        env.append(f"platform {pinned['provenance']['platform']} -> {record['provenance']['platform']}")
+    what = "; ".join(env) if env else "params or gates"
+    return base + f"the same artifacts and evidence with another release record ({what})"
 
 
 def _content_identity(artifacts: list[dict[str, Any]], shas: Mapping[str, str | None]
@@ -354,11 +462,8 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
                     artifacts: list[dict[str, Any]], gates: Mapping[str, Any],
                     metrics: Mapping[str, Any], reproductions: list[Reproduction]) -> dict[str, Any]:
     spec = params.release
-    commit, dirty, when = _git_state(root)
-    lock = root / "dvc.lock"
     return {
         "schema_version": 1, "kind": "release", "name": spec.name, "tag": release_tag(spec.name),
-        "created": when,
         "artifacts": artifacts, "metrics": dict(metrics), "gates": dict(gates),
         "tolerance": {m: spec.tolerance_for(m) for m in sorted({r.metric for r in params.gates.rules})},
         "reproduced": {r.metric: {"reported": r.reported, "reproduced": r.reproduced, "delta": r.delta}
@@ -370,12 +475,27 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
             "data": {"path": spec.data, "sha256": shas["data"]},
         },
         "provenance": {
-            "git_commit": commit, "git_dirty": dirty,
-            "dvc_lock_sha256": _sha256(lock) if lock.is_file() else None,
             "params": thaw(params.raw), "seed": params.seed,
             "packages": package_versions(), "platform": platform_string(),
         },
     }
+
+
+def _mirror(record: Mapping[str, Any], *, root: Path, bundle_path: str,
+            root_digest: str) -> dict[str, Any]:
+    """The git-tracked release record: the bundle's record plus when and from what it was
+    published (time, git commit, dirty tree, dvc.lock digest) and the pinned root digest.
+
+    Those publication facts stay out of the bundle so that the bundle's bytes are a function
+    of the evidence alone: promoting the same evidence again, anywhere, rebuilds the same
+    bundle, and its root digest can be checked against the pin.
+    """
+    commit, dirty, when = _git_state(root)
+    lock = root / "dvc.lock"
+    provenance = {**record["provenance"], "git_commit": commit, "git_dirty": dirty,
+                  "dvc_lock_sha256": _sha256(lock) if lock.is_file() else None}
+    return {**record, "created": when, "provenance": provenance,
+            "bundle": {"path": bundle_path, "root_digest": root_digest}}
 
 
 def _git_state(root: Path) -> tuple[str | None, bool | None, str]:

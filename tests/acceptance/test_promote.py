@@ -73,7 +73,7 @@ def test_same_name_with_changed_content_is_refused(registry: Path) -> None:
     prepare(registry)  # honest new evidence for a different model, same release name
     proc = promote(registry)
     assert proc.returncode == 1
-    assert "already published with different content" in proc.stderr
+    assert "already published" in proc.stderr and "different content" in proc.stderr
     assert verify_bundle(registry / BUNDLE).ok
 
 
@@ -190,3 +190,39 @@ def test_baseline_gate_against_the_previous_release(registry: Path) -> None:
     assert proc.returncode == 1
     assert "baseline" in proc.stderr and "auc" in proc.stderr
     assert not (registry / "models/core/v1.1.0").exists()
+
+
+def test_a_fresh_checkout_rebuilds_the_released_bundle_byte_for_byte(registry: Path) -> None:
+    """The bundle is a function of the evidence: re-promoting elsewhere gives the pinned digest."""
+    import shutil
+    import time
+
+    assert promote(registry).returncode == 0
+    mirror = registry / "analysis/release_v1.0.0.json"
+    pin = read_json(mirror)["bundle"]["root_digest"]
+    pinned_bytes = mirror.read_bytes()
+    # another clone: the git-tracked evidence and pin, no bundle (it lives in the DVC remote)
+    clone = registry.parent / "clone"
+    shutil.copytree(registry, clone, ignore=shutil.ignore_patterns("core"))
+    time.sleep(1.1)  # a later second: a timestamp in the bundle would show
+    proc = promote(clone)
+    assert proc.returncode == 0, proc.stderr
+    assert verify_bundle(clone / BUNDLE, expected_root_digest=pin).ok
+    assert (clone / "analysis/release_v1.0.0.json").read_bytes() == pinned_bytes  # untouched
+
+
+def test_an_edited_ungated_field_of_the_report_is_refused(registry: Path) -> None:
+    path = registry / "analysis/validation_report.json"
+    report = read_json(path)
+    report["metrics"]["pr_auc"]["value"] = 0.99  # no gate reads pr_auc
+    write_json(path, report)
+    proc = promote(registry)
+    assert proc.returncode == 1
+    assert "metrics.pr_auc.value" in proc.stderr
+    prepare(registry)  # honest evidence again, then an edited count
+    report = read_json(path)
+    report["data"]["n"] += 1
+    write_json(path, report)
+    proc = promote(registry)
+    assert proc.returncode == 1 and "data.n: reported" in proc.stderr
+    assert not (registry / BUNDLE).exists()

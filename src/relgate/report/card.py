@@ -27,9 +27,10 @@ def model_card(record: Mapping[str, Any]) -> str:
     lines = [
         f"# Release {name}",
         "",
-        f"Core bundle of release `{name}` (git tag `{record.get('tag', name)}`), published by relgate "
-        f"on {record['created']}. Every file in this folder is listed in `manifest.json` with its "
-        "size and sha256; nothing here may change.",
+        f"Core bundle of release `{name}` (git tag `{record.get('tag', name)}`), published by relgate. "
+        "Every file in this folder is listed in `manifest.json` with its size and sha256; nothing "
+        "here may change. When and from which commit it was published is recorded outside the "
+        f"bundle, in the registry's `analysis/release_{name}.json`.",
         "",
         "## Artifacts",
         "",
@@ -62,9 +63,6 @@ def model_card(record: Mapping[str, Any]) -> str:
                      f"{'✅' if g['passed'] else '❌'} | {g['reason']} |")
     prov = record["provenance"]
     lines += ["", "## Provenance", "",
-              f"- git commit: `{prov.get('git_commit')}`" + (" (working tree had local changes)"
-                                                           if prov.get("git_dirty") else ""),
-              f"- dvc.lock sha256: `{prov.get('dvc_lock_sha256')}`",
               f"- seed: {prov.get('seed')}",
               f"- platform: {prov.get('platform')}",
               "- packages: " + ", ".join(f"{k} {v}" for k, v in sorted(prov.get("packages", {}).items())),
