@@ -6,7 +6,7 @@ Case: a ~100k-parameter 1-D CNN (exported by torch) over 50k samples of [1600] f
 * Throughput: ``Scorer.score`` (what ``relgate evaluate``, calibrate, validate and promote
   run; it streams the .npz from disk in chunks) vs a raw ``InferenceSession.run`` loop over
   the array already in memory, with the same session settings and the raw loop's best
-  batch size (searched on 5k samples), and relgate at its default batch size (1024).
+  batch size (searched on 5k samples), and relgate at its default batch size.
   Medians (and best-of) of interleaved rounds; target ratio >= 0.9 (throughput of
   relgate / throughput of the raw loop).
 * Memory: ``relgate evaluate`` runs as a child process; its peak resident set size is the
@@ -82,6 +82,7 @@ def _peak_rss_of(cmd: list[str]) -> tuple[int, float, int]:
 
 
 def main() -> None:
+    from relgate.params import DEFAULT_BATCH
     from relgate.scoring import Scorer
     from tests.support import onnx_factory as f
 
@@ -114,7 +115,7 @@ def main() -> None:
         head = {"x": x[:5000], "y": y[:5000]}
         same = np.array_equal(scorer.score(head).scores, _raw_loop(sess, x[:5000], best))
         assert same, "relgate's scores differ from the raw loop's"
-        default = Scorer(model, threads=THREADS, batch_size=1024)
+        default = Scorer(model, threads=THREADS, batch_size=DEFAULT_BATCH)
         runs: dict[str, list[float]] = {"ours": [], "default": [], "raw": []}
         fns = {"ours": lambda: scorer.score(data), "default": lambda: default.score(data),
                "raw": lambda: _raw_loop(sess, x, best)}
@@ -135,7 +136,7 @@ def main() -> None:
               f"median of paired rounds {paired:.3f};"
               f" relgate {N / med['ours']:,.0f} samples/s, raw loop {N / med['raw']:,.0f} "
               "samples/s; scores bit-identical (first 5k): yes", flush=True)
-        print(f"  at relgate's default batch size 1024: ratio median "
+        print(f"  at relgate's default batch size {DEFAULT_BATCH}: ratio median "
               f"{med['raw'] / med['default']:.3f}, best-of {low['raw'] / low['default']:.3f}",
               flush=True)
 

@@ -46,6 +46,7 @@ from relgate import onnxmodel
 from relgate.errors import DataError, ModelError
 from relgate.jsonio import atomic_write
 from relgate.onnxmodel import ModelContract
+from relgate.params import DEFAULT_BATCH
 
 ProgressFn = Callable[[int, int], None]
 SMALL_MEMBER_BYTES = 64 * 1024 * 1024  # compressed members up to this size are held in memory
@@ -377,7 +378,7 @@ class Scorer:
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, threads: int = 1,
-                 batch_size: int = 1024, input_name: str | None = None,
+                 batch_size: int = DEFAULT_BATCH, input_name: str | None = None,
                  output_name: str | None = None, positive_index: int | None = None,
                  contract: ModelContract | None = None, probe: bool = True,
                  probe_timeout_s: float = 60.0) -> None:
@@ -606,7 +607,7 @@ def _model_key(path: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def get_scorer(model_path: str | os.PathLike[str], *, threads: int = 1, batch_size: int = 1024,
+def get_scorer(model_path: str | os.PathLike[str], *, threads: int = 1, batch_size: int = DEFAULT_BATCH,
                input_name: str | None = None, output_name: str | None = None,
                positive_index: int | None = None,
                contract: ModelContract | None = None) -> Scorer:
@@ -633,7 +634,7 @@ def score_dataset(
     data_path: str | os.PathLike[str],
     *,
     threads: int = 1,
-    batch_size: int = 1024,
+    batch_size: int = DEFAULT_BATCH,
     input_name: str | None = None,
     output_name: str | None = None,
     positive_index: int | None = None,

@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "across runs (default: evaluate.threads from --params, else 1)")
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help="rows per onnxruntime call when the batch dim is dynamic "
-                             "(default: evaluate.batch_size from --params, else 1024)")
+                             "(default: evaluate.batch_size from --params, else 256)")
     add_model_selection(parser)
     parser.add_argument("--scale", type=float, default=1.0, metavar="S",
                         help="float inputs are fed as x * S + O (default: %(default)s)")
@@ -41,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     from relgate.errors import UsageError
     from relgate.onnxmodel import check_contract, load_contract
+    from relgate.params import DEFAULT_BATCH
     from relgate.report import console, progress_enabled
     from relgate.report.contract import progress_bar, render_evaluated
     from relgate.scoring import Scorer, write_scores
 
-    threads, batch_size, spec = 1, 1024, None
+    threads, batch_size, spec = 1, DEFAULT_BATCH, None
     if args.params:
         from relgate.params import load_params
 
