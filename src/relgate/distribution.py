@@ -70,10 +70,17 @@ def _tool_env() -> dict[str, str]:
     return env
 
 
+#: the longest a git or DVC call may take (a clone or download of a large bundle included)
+_TIMEOUT_S = 3600
+
+
 def _run(cmd: Sequence[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(list(cmd), cwd=cwd, env=_tool_env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, check=False)
+                              stdin=subprocess.DEVNULL, check=False, timeout=_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise Refusal(f"{' '.join(cmd[:3])}: no answer within {_TIMEOUT_S} s",
+                      hint="check the registry and its DVC remote are reachable") from None
     except FileNotFoundError:
         raise InputError(f"{cmd[0]}: not found", hint="install it and make sure it is on PATH") \
             from None
@@ -126,9 +133,20 @@ def resolve_rev(repo_dir: Path, rev: str | None, *, label: str) -> str:
 
 
 def _show(repo_dir: Path, commit: str, path: str) -> bytes | None:
-    """A file's bytes at *commit*, or None when it is not in that tree."""
+    """A file's bytes at *commit*, or None when it is not in that tree.
+
+    The blob's size is asked first: a registry is untrusted input, and nothing larger than a
+    record (``_MAX_RECORD_BYTES``) is read into memory.
+    """
+    size = _git("cat-file", "-s", f"{commit}:{path}", cwd=repo_dir)
+    if size.returncode != 0:
+        return None
+    if not size.stdout.strip().isdigit() or int(size.stdout.strip()) > _MAX_RECORD_BYTES:
+        raise InputError(f"{path} at {commit[:12]}: larger than the {_MAX_RECORD_BYTES} byte "
+                         "limit for a record", hint="this is not a release record relgate wrote")
     proc = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=repo_dir, env=_tool_env(),
-                          capture_output=True, stdin=subprocess.DEVNULL, check=False)
+                          capture_output=True, stdin=subprocess.DEVNULL, check=False,
+                          timeout=_TIMEOUT_S)
     return proc.stdout if proc.returncode == 0 else None
 
 

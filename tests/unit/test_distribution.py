@@ -276,3 +276,25 @@ def test_fetch_rendering(tmp_path: Path) -> None:
     text = buf.getvalue()
     assert not bad.ok and "NOT fetched" in text and "models/m.onnx" in text
     assert "nothing was written to deps/core" in text and "note: rec not found" in text
+
+
+def test_an_oversized_record_in_a_registry_is_refused_before_it_is_read(tmp_path) -> None:
+    import subprocess
+
+    import pytest
+
+    from relgate.distribution import _MAX_RECORD_BYTES, _show
+    from relgate.errors import InputError
+
+    repo = tmp_path / "reg"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    big = repo / "analysis" / "release_v1.json"
+    big.parent.mkdir()
+    with open(big, "wb") as fh:
+        fh.truncate(_MAX_RECORD_BYTES + 1)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "big"], cwd=repo, check=True)
+    with pytest.raises(InputError, match="larger than the"):
+        _show(repo, "HEAD", "analysis/release_v1.json")
+    assert _show(repo, "HEAD", "analysis/missing.json") is None
