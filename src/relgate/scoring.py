@@ -598,12 +598,24 @@ _SCORERS: OrderedDict[tuple[Any, ...], Scorer] = OrderedDict()
 _MAX_SCORERS = 2
 
 
+_EXTERNAL_FILES: dict[tuple[Any, ...], list[Path]] = {}
+
+
 def _model_key(path: Path) -> tuple[Any, ...]:
-    files = [path] + [e.abspath for e in onnxmodel.external_data_files(path)]
-    out: list[Any] = [str(path.absolute())]
-    for f in files:
-        st = os.stat(f)
-        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    """Identity of the model's files (path, inode, size, mtime of each), for the scorer cache.
+
+    The external data files named by an .onnx file depend only on its bytes, so they are
+    looked up (which parses the model) once per version of the .onnx file, not per call.
+    """
+    st = os.stat(path)
+    own = (str(path.absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if own not in _EXTERNAL_FILES:
+        _EXTERNAL_FILES.clear()  # one model version at a time is all a sweep needs
+        _EXTERNAL_FILES[own] = [e.abspath for e in onnxmodel.external_data_files(path)]
+    out: list[Any] = [own]
+    for f in _EXTERNAL_FILES[own]:
+        fst = os.stat(f)
+        out.append((fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns))
     return tuple(out)
 
 
