@@ -30,6 +30,7 @@ from relgate.bundle import (
 from relgate.errors import InputError, JSONFormatError, PublishRefused, SchemaError
 from relgate.hashing import CHUNK, copy_and_hash
 from relgate.manifest import MANIFEST_NAME, FileDigest, compute_root_digest, write_manifest
+from tests.support.timing import within
 
 FILES = {
     "model.onnx": bytes(range(256)) * 40,
@@ -39,23 +40,6 @@ FILES = {
 }
 
 
-def within(seconds: float, fn: Callable[[], Any]) -> Any:
-    """Run fn in a thread; fail instead of hanging the suite."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"did not return within {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 def fill(root: Path, files: dict[str, bytes] = FILES) -> None:

@@ -7,14 +7,13 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from relgate.errors import InputError
 from relgate.hashing import CHUNK, copy_and_hash, sha256_fd, sha256_file, sha256_files
+from tests.support.timing import within
 
 
 def openssl_sha256(path: Path) -> str:
@@ -23,23 +22,6 @@ def openssl_sha256(path: Path) -> str:
     return out.split()[0]
 
 
-def within(seconds: float, fn: Callable[[], Any]) -> Any:
-    """Run fn in a thread; fail (instead of hanging the suite) if it does not return in time."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(seconds)
-    assert not t.is_alive(), f"did not return within {seconds} s (it would hang)"
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 12345]
