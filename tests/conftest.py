@@ -40,6 +40,17 @@ def sandbox_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     (home / "gitconfig").write_text("[init]\n\tdefaultBranch = main\n")
 
 
+@pytest.fixture(scope="session")
+def torch_cnn_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CNN exported by torch 2.13 (with its .onnx.data), built once per session.
+
+    Shared read-only by the ONNX tests: exporting takes seconds, and no test changes it.
+    """
+    from tests.support import onnx_factory
+
+    return onnx_factory.torch_cnn(tmp_path_factory.mktemp("cnn"))
+
+
 @dataclass
 class CliResult:
     code: int

@@ -19,10 +19,10 @@ N = 150
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, torch_cnn_model: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     return {
-        "cnn": f.torch_cnn(root / "cnn"),
+        "cnn": torch_cnn_model,
         "tokens": f.token_model(root / "tokens"),
         "fixed1": f.fixed_batch1_model(root / "fixed1"),
         "proba": f.probability_model(root / "proba", np.linspace(-1, 1, 1600), 0.1),

@@ -21,10 +21,10 @@ N = 203  # not a multiple of any batch size used here
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, torch_cnn_model: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
     return {
-        "cnn": f.torch_cnn(root / "cnn"),
+        "cnn": torch_cnn_model,
         "tokens": f.token_model(root / "tokens"),
         "fixed1": f.fixed_batch1_model(root / "fixed1"),
         "fixed3": f.fixed_batch1_model(root / "fixed3", batch=3),
