@@ -14,7 +14,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -106,9 +105,6 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
             raise
     return out
 
-
-def _refuse_alias(loader: _StrictLoader, *args: Any) -> Any:
-    raise ParamsError("anchors and aliases are not allowed", hint="write values out in full")
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
@@ -224,18 +220,6 @@ class GatesSpec:
             ),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mode": self.mode,
-            "rules": [{"metric": r.metric, "op": r.op, "value": r.value, "on": r.on} for r in self.rules],
-        }
-        if self.baseline is not None:
-            out["baseline"] = {
-                "release": self.baseline.release,
-                "max_drop": dict(self.baseline.max_drop),
-                "on": self.baseline.on,
-            }
-        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -421,6 +405,3 @@ def thaw(value: Any) -> Any:
         return [thaw(v) for v in value]
     return value
 
-
-def default_path() -> Path:
-    return Path("params.yaml")
