@@ -1,11 +1,15 @@
 """The one typed loader of params.yaml.
 
 Safe YAML only, with the YAML 1.1 traps closed: an unquoted yes/no/on/off is
-refused (YAML 1.1 reads ``no`` as false), floats follow YAML 1.2 so ``1e-3``
-is a number rather than a string, duplicate keys and anchors/aliases are
-refused, and any string field given a number (``name: 1.10`` read as 1.1)
-fails schema validation with "quote the value". The result is frozen, typed
-records; stages and commands never re-parse YAML.
+refused (YAML 1.1 reads ``no`` as false), and so is an unquoted integer that
+is not plain decimal (YAML 1.1 reads ``0777`` as 511, ``1:30`` as 90 and
+``1_000`` as 1000; YAML 1.2 reads ``0o17`` as 15 and ``08`` as 8): the reader
+cannot know which the author meant. Floats follow YAML 1.2 so ``1e-3`` is a
+number rather than a string, duplicate keys and anchors/aliases are refused,
+explicit ``!!int``/``!!float``/``!!bool``/``!!null`` tags obey the same rules,
+and any string field given a number (``name: 1.10`` read as 1.1) fails schema
+validation with "quote the value". The result is frozen, typed records;
+stages and commands never re-parse YAML.
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ MAX_PARAMS_BYTES = 1024 * 1024
 MAX_PARAMS_DEPTH = 64  # as for JSON records: params are a few levels deep, never thousands
 MAX_INT_DIGITS = 40  # beyond 2^128: no setting needs it, and 10^4 digits cannot be converted
 _AMBIGUOUS_BOOLS = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
+_DECIMAL_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$")
+#: what PyYAML (YAML 1.1) and the YAML 1.2 core schema read as integers, beyond plain decimal
+_YAML11_INT = re.compile(
+    r"""^[-+]?(?:0b[0-1_]+|0[0-7_]+|0x[0-9a-fA-F_]+|[1-9][0-9_]*(?::[0-5]?[0-9])+
+    |0|[1-9][0-9_]*)$""",
+    re.X,
+)
+_YAML12_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+#: plain scalars that YAML 1.1 or YAML 1.2 reads as an integer written other than in plain
+#: decimal: a radix prefix, a leading zero (octal in 1.1, decimal in 1.2), digit separators
+#: (1.1 only), base 60 (1.1 only). Resolved before the int and float resolvers, and refused.
+_AMBIGUOUS_INT = re.compile(
+    r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-9_]+|[-+]?0x[0-9a-fA-F_]+|0o[0-7]+
+    |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+|[-+]?[1-9][0-9]*_[0-9_]*)$""",
+    re.X,
+)
 _YAML12_FLOAT = re.compile(
     r"""^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$
     |^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$""",
@@ -38,14 +58,64 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 floats, no yes/no booleans, no duplicates, no aliases."""
 
 
-# YAML 1.2 floats, and no implicit timestamps (2024-01-01 stays a string, as in YAML 1.2):
-# params are recorded as JSON in release records, so only JSON types may come out.
+_AMBIGUOUS_INT_TAG = "tag:relgate:ambiguous-int"
+
+# Ambiguous integers first, then plain decimal ints, YAML 1.2 floats, and no implicit
+# timestamps (2024-01-01 stays a string, as in YAML 1.2): params are recorded as JSON in
+# release records, so only JSON types may come out.
 _StrictLoader.yaml_implicit_resolvers = {
     key: [(tag, rx) for tag, rx in rs
-          if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
+          if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                         "tag:yaml.org,2002:timestamp")]
     for key, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+for _ch in "-+0123456789":
+    _StrictLoader.yaml_implicit_resolvers.setdefault(_ch, []).insert(0, (_AMBIGUOUS_INT_TAG,
+                                                                         _AMBIGUOUS_INT))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", _DECIMAL_INT, list("-+0123456789"))
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+def _line(node: yaml.Node) -> str:
+    return f"line {node.start_mark.line + 1}"
+
+
+def _readings(text: str) -> str:
+    """How YAML 1.1 (PyYAML) and YAML 1.2 (core schema) read *text*, for the error message."""
+    if len(text) > MAX_INT_DIGITS:
+        return "a non-decimal integer"
+    sign, body = (-1 if text[0] == "-" else 1), text.lstrip("+-")
+    v11: int | str = "a string"
+    if _YAML11_INT.match(text):
+        digits = body.replace("_", "")
+        if ":" in digits:
+            v11 = 0
+            for part in digits.split(":"):
+                v11 = v11 * 60 + int(part)
+            v11 *= sign
+        else:
+            base = {"0b": 2, "0x": 16}.get(digits[:2], 8 if digits[:1] == "0" and digits != "0"
+                                           else 10)
+            v11 = sign * int(digits[2:] if base in (2, 16) else digits, base)
+    v12: int | str = "a string"
+    if _YAML12_INT.match(text):
+        base = {"0o": 8, "0x": 16}.get(body[:2], 10)
+        v12 = sign * int(body[2:] if base != 10 else body, base)
+    if v11 == v12:
+        return f"YAML reads it as {v11}; params integers are written in plain decimal"
+    return f"YAML 1.1 reads it as {v11}, YAML 1.2 as {v12}"
+
+
+def _ambiguous_int(text: str, node: yaml.Node) -> ParamsError:
+    shown = text if len(text) <= MAX_INT_DIGITS else text[:MAX_INT_DIGITS] + "..."
+    return ParamsError(
+        f"{_line(node)}: {shown!r} is ambiguous ({_readings(text)})",
+        hint="write a plain decimal number, or quote it if you meant a string",
+    )
+
+
+def _construct_ambiguous_int(loader: _StrictLoader, node: yaml.ScalarNode) -> Any:
+    raise _ambiguous_int(str(node.value), node)
 
 
 def _construct_bool(loader: _StrictLoader, node: yaml.ScalarNode) -> bool:
@@ -55,11 +125,23 @@ def _construct_bool(loader: _StrictLoader, node: yaml.ScalarNode) -> bool:
             f"line {node.start_mark.line + 1}: {text!r} is ambiguous (YAML 1.1 reads it as a boolean)",
             hint="write true/false, or quote it if you meant a string",
         )
+    if text.lower() not in ("true", "false"):  # only reachable through an explicit !!bool
+        raise ParamsError(f"{_line(node)}: {text!r} is not a boolean", hint="write true or false")
     return text.lower() == "true"
 
 
+def _construct_null(loader: _StrictLoader, node: yaml.ScalarNode) -> None:
+    text = str(node.value)
+    if text not in ("", "~", "null", "Null", "NULL"):  # only reachable through an explicit !!null
+        raise ParamsError(f"{_line(node)}: {text!r} is not null", hint="write null, or drop the tag")
+
+
 def _construct_float(loader: _StrictLoader, node: yaml.ScalarNode) -> float:
-    value = float(str(node.value).replace("_", "").lower().replace(".inf", "inf").replace(".nan", "nan"))
+    text = str(node.value)
+    if not _YAML12_FLOAT.match(text):  # only reachable through an explicit !!float
+        raise ParamsError(f"{_line(node)}: {text!r} is not a number",
+                          hint="write a decimal number such as 0.5 or 1e-3")
+    value = float(text.lower().replace(".inf", "inf").replace(".nan", "nan"))
     if value != value or value in (float("inf"), float("-inf")):
         raise ParamsError(
             f"line {node.start_mark.line + 1}: {node.value!r} is not a finite number",
@@ -69,14 +151,19 @@ def _construct_float(loader: _StrictLoader, node: yaml.ScalarNode) -> float:
 
 
 def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
-    digits = str(node.value).lstrip("+-").replace("_", "")
+    text = str(node.value)
+    digits = text.lstrip("+-")
     if len(digits) > MAX_INT_DIGITS:
         raise ParamsError(
             f"line {node.start_mark.line + 1}: an integer of {len(digits)} digits is out of range",
             hint=f"params integers have at most {MAX_INT_DIGITS} digits",
         )
-    value: int = yaml.SafeLoader.construct_yaml_int(loader, node)  # type: ignore[no-untyped-call]
-    return value
+    if not _DECIMAL_INT.match(text):  # only reachable through an explicit !!int
+        if _AMBIGUOUS_INT.match(text):
+            raise _ambiguous_int(text, node)
+        raise ParamsError(f"{_line(node)}: {text!r} is not an integer",
+                          hint="write a plain decimal integer")
+    return int(text)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -111,6 +198,8 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:null", _construct_null)
+_StrictLoader.add_constructor(_AMBIGUOUS_INT_TAG, _construct_ambiguous_int)
 
 
 def _refuse_non_json(loader: _StrictLoader, node: yaml.Node) -> Any:

@@ -94,3 +94,99 @@ def test_billion_laughs_is_refused(tmp_path: Path) -> None:
     laughs = 'a: &a ["lol","lol"]\nb: &b [*a,*a]\nc: &c [*b,*b]\n'
     with pytest.raises(ParamsError, match="aliases are not allowed"):
         load_params(write(tmp_path, laughs))
+
+
+# YAML 1.1 reads these as integers (0777 -> 511, 1:30 -> 90, 1_000 -> 1000), YAML 1.2 reads
+# most of them otherwise (0o17 -> 15, 08 -> 8, 1_000 a string): unquoted, each one is refused.
+AMBIGUOUS_INTS = ["0777", "+0777", "-0777", "1:30", "190:20:30", "0x1F", "0b101", "0o17",
+                  "1_000", "08", "00", "0_1", "-0b1", "0x" + "f" * 50]
+
+
+@pytest.mark.parametrize("value", AMBIGUOUS_INTS)
+def test_yaml11_integers_are_refused_as_ambiguous(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, BASE.replace("seed: 11", f"seed: {value}")))
+    line = info.value.one_line()
+    assert f"seed: line 2: {value[:40]!r}"[:-1] in line and "is ambiguous" in line
+    assert "\n" not in line and len(line) < 400
+
+
+@pytest.mark.parametrize(
+    ("value", "reading"),
+    [("0777", "YAML 1.1 reads it as 511, YAML 1.2 as 777"),
+     ("1:30", "YAML 1.1 reads it as 90, YAML 1.2 as a string"),
+     ("0o17", "YAML 1.1 reads it as a string, YAML 1.2 as 15"),
+     ("1_000", "YAML 1.1 reads it as 1000, YAML 1.2 as a string"),
+     ("08", "YAML 1.1 reads it as a string, YAML 1.2 as 8"),
+     ("0x1F", "YAML reads it as 31"), ("-0b101", "YAML 1.1 reads it as -5, YAML 1.2 as a string")],
+)
+def test_the_refusal_says_how_each_yaml_reads_it(tmp_path: Path, value: str, reading: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, BASE.replace("seed: 11", f"seed: {value}")))
+    assert reading in info.value.one_line()
+
+
+@pytest.mark.parametrize("value", ["0X1F", "0o9", "1:60", "1.5_0", "12:30:99"])
+def test_what_no_yaml_reads_as_a_number_stays_a_string(tmp_path: Path, value: str) -> None:
+    params = load_params(write(tmp_path, BASE + f"train: {{tag: {value}}}\n"))
+    assert params.train["tag"] == value
+
+
+@pytest.mark.parametrize("value", AMBIGUOUS_INTS)
+def test_yaml11_integers_in_lists_and_string_fields_are_refused(tmp_path: Path, value: str) -> None:
+    """Not only where an integer is expected: a string field given 1:30 would otherwise fail
+    the schema with "got 90", and a free-form section would record 90 silently."""
+    for text in (BASE + f"calibrate:\n  scales: [1.0, {value}]\n",
+                 BASE.replace("description: token readout", f"description: {value}"),
+                 BASE + f"train:\n  epochs: {value}\n"):
+        with pytest.raises(ParamsError) as info:
+            load_params(write(tmp_path, text))
+        assert f"{value[:40]!r}"[:-1] in info.value.one_line()
+        assert "is ambiguous" in info.value.one_line()
+
+
+@pytest.mark.parametrize("value", AMBIGUOUS_INTS)
+def test_quoted_yaml11_integers_stay_strings(tmp_path: Path, value: str) -> None:
+    for quoted in (f'"{value}"', f"'{value}'"):
+        text = BASE.replace("description: token readout", f"description: {quoted}") \
+            + f"train: {{tag: {quoted}}}\n"
+        params = load_params(write(tmp_path, text))
+        assert params.release.variants[0].description == value
+        assert params.train["tag"] == value
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0), ("7", 7), ("+7", 7), ("-7", -7), ("1000", 1000),
+     ("123456789012345678901234567890", 123456789012345678901234567890)],
+)
+def test_plain_decimal_integers_still_load(tmp_path: Path, text: str, expected: int) -> None:
+    params = load_params(write(tmp_path, BASE + f"train: {{n: {text}, ns: [{text}]}}\n"))
+    assert params.train["n"] == expected and type(params.train["n"]) is int
+    assert params.train["ns"] == (expected,)
+    if 0 <= expected < 2**32:
+        assert load_params(write(tmp_path, BASE.replace("seed: 11", f"seed: {text}"))).seed \
+            == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("0.85", 0.85), ("1e-3", 0.001), ("5.0e-1", 0.5), (".5", 0.5), ("08.5", 8.5), ("-0.25", -0.25),
+     ("1", 1)],
+)
+def test_plain_floats_still_load(tmp_path: Path, value: str, expected: float) -> None:
+    params = load_params(write(tmp_path, BASE.replace("value: 0.85}", f"value: {value}}}")))
+    assert params.gates.rules[0].value == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [("!!int 0777", "'0777' is ambiguous"), ("!!int abc", "'abc' is not an integer"),
+     ("!!float abc", "'abc' is not a number"), ("!!float 1:30", "'1:30' is not a number"),
+     ("!!bool maybe", "'maybe' is not a boolean"), ("!!null 5", "'5' is not null")],
+)
+def test_explicit_tags_cannot_smuggle_what_plain_values_cannot(tmp_path: Path, value: str,
+                                                               fragment: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, BASE.replace("seed: 11", f"seed: {value}")))
+    assert fragment in info.value.one_line()
