@@ -1,12 +1,16 @@
 """Verification and atomic, immutable publication of bundles.
 
 Verification answers "is every byte the released byte?" with a diff, not a
-bool: missing, extra, size and hash mismatches, entries that are not regular
-files, hardlinks, manifest entries that break the path rules, and a root
-digest that differs from the manifest or from a digest pinned elsewhere. It
-never follows a symlink, never opens anything lstat did not show to be a
-regular file (and re-checks with fstat after opening, non-blocking, so a FIFO
-swapped in cannot hang it), never reads past the size the manifest declares.
+bool: missing, extra, size and hash mismatches, folders no entry lies in,
+entries that are not regular files, hardlinks, manifest entries that break the
+path rules, files that changed while they were read, and a root digest that
+differs from the manifest or from a digest pinned elsewhere. It never follows
+a symlink, never opens anything lstat did not show to be a regular file (and
+re-checks with fstat after opening, non-blocking, so a FIFO swapped in cannot
+hang it), never reads past the size the manifest declares. Once every file is
+hashed, the folder is listed again and the manifest re-read: a file whose
+inode, size, mtime or ctime moved since it was hashed (ctime moves on every
+write, even when mtime is put back) is "changed while read", not verified.
 
 Publication builds the bundle in a staging folder next to the target (same
 filesystem), writes the manifest, fsyncs and seals it read-only, takes a
@@ -41,6 +45,7 @@ from relgate.manifest import (
     EntryProblem,
     FileDigest,
     TreeEntry,
+    TreeScan,
     build_manifest,
     inspect_manifest,
     open_in_tree,
@@ -48,6 +53,8 @@ from relgate.manifest import (
     read_manifest_bytes,
     scan_tree,
     show_path,
+    sort_paths,
+    stat_signature,
 )
 
 # --------------------------------------------------------------------------- verification
@@ -109,12 +116,14 @@ class VerifyResult:
     expected_root_digest: str | None = None
     missing: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
+    extra_folders: tuple[str, ...] = ()
     size_mismatch: tuple[SizeMismatch, ...] = ()
     hash_mismatch: tuple[HashMismatch, ...] = ()
     not_regular: tuple[NotRegular, ...] = ()
     hardlinked: tuple[Hardlinked, ...] = ()
     bad_entries: tuple[EntryProblem, ...] = ()
     unreadable: tuple[EntryProblem, ...] = ()
+    changed: tuple[EntryProblem, ...] = ()
     digest_problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,12 +137,14 @@ class VerifyResult:
             "expected_root_digest": self.expected_root_digest,
             "missing": list(self.missing),
             "extra": list(self.extra),
+            "extra_folders": list(self.extra_folders),
             "size_mismatch": [m.to_dict() for m in self.size_mismatch],
             "hash_mismatch": [m.to_dict() for m in self.hash_mismatch],
             "not_regular": [m.to_dict() for m in self.not_regular],
             "hardlinked": [m.to_dict() for m in self.hardlinked],
             "bad_entries": [m.to_dict() for m in self.bad_entries],
             "unreadable": [m.to_dict() for m in self.unreadable],
+            "changed": [m.to_dict() for m in self.changed],
             "digest_problems": list(self.digest_problems),
             "reasons": self.reasons(),
         }
@@ -145,6 +156,8 @@ class VerifyResult:
                 for p in self.missing]
         out += [f"{show_path(p)}: in the bundle but not listed in the manifest."
                 for p in self.extra]
+        out += [f"{show_path(p)}/: a folder no manifest entry lies in (a bundle holds only the "
+                "files of its manifest)." for p in self.extra_folders]
         for m in self.size_mismatch:
             out.append(f"{show_path(m.path)}: {m.note}." if m.note else
                        f"{show_path(m.path)}: {m.actual} bytes, the manifest says {m.expected}.")
@@ -158,6 +171,8 @@ class VerifyResult:
                 "through another name." for h in self.hardlinked]
         out += [f"manifest entry {show_path(b.path)}: {b.reason}." for b in self.bad_entries]
         out += [f"{show_path(u.path)}: {u.reason}." for u in self.unreadable]
+        out += [f"{show_path(c.path)}: changed while it was read ({c.reason}); verify again once "
+                "nothing writes to the bundle." for c in self.changed]
         out += list(self.digest_problems)
         return out
 
@@ -173,7 +188,7 @@ def normalise_digest(value: str | None, *, what: str = "--root-digest") -> str |
     return text
 
 
-_Outcome = tuple[Literal["ok", "size", "hash", "kind", "missing", "unreadable"], Any]
+_Outcome = tuple[Literal["ok", "size", "hash", "kind", "missing", "unreadable", "changed"], Any]
 
 
 def verify_bundle(
@@ -236,6 +251,9 @@ def verify_bundle(
         with byte_progress(progress, (w.size for _, w, _ in to_hash)) as sink:
             outcomes = list(parallel_map(lambda item: _check_file(root_fd, *item, sink), to_hash,
                                          workers=workers))
+        changed = _changed_since(root_fd, scan, data, source,
+                                 {path: detail for (path, _, _), (what, detail)
+                                  in zip(to_hash, outcomes, strict=True) if what == "ok"})
     finally:
         os.close(root_fd)
 
@@ -251,6 +269,8 @@ def verify_bundle(
             missing.append(path)
         elif what == "unreadable":
             unreadable.append(EntryProblem(path=path, reason=detail))
+        elif what == "changed":
+            changed.append(EntryProblem(path=path, reason=detail))
 
     problems: list[str] = []
     if not reading.root_digest_consistent:
@@ -266,8 +286,9 @@ def verify_bundle(
         return tuple(sorted(items, key=lambda x: (x if isinstance(x, str) else x.path)
                             .encode("utf-8", "surrogatepass")))
 
-    result_ok = not (missing or extra or sizes or hashes or kinds or links or reading.bad_entries
-                     or unreadable or problems)
+    folders = scan.unaccounted_folders(p for p in reading.entries if p not in reading.unsafe)
+    result_ok = not (missing or extra or folders or sizes or hashes or kinds or links
+                     or reading.bad_entries or unreadable or changed or problems)
     return VerifyResult(
         ok=result_ok,
         folder=label,
@@ -278,12 +299,14 @@ def verify_bundle(
         expected_root_digest=expected,
         missing=by_path(missing),
         extra=by_path(extra),
+        extra_folders=tuple(folders),
         size_mismatch=by_path(sizes),
         hash_mismatch=by_path(hashes),
         not_regular=by_path(kinds),
         hardlinked=by_path(links),
         bad_entries=reading.bad_entries,
         unreadable=by_path(unreadable),
+        changed=by_path(changed),
         digest_problems=tuple(problems),
     )
 
@@ -308,6 +331,7 @@ def _check_file(root_fd: int, path: str, want: FileDigest, seen: TreeEntry,
             return "unreadable", "was replaced during verification"
         try:
             size, digest, more = sha256_fd(fd, limit=want.size, on_bytes=sink)
+            after = os.fstat(fd)
         except OSError as exc:
             return "unreadable", f"cannot be read ({exc.strerror})"
     finally:
@@ -320,7 +344,43 @@ def _check_file(root_fd: int, path: str, want: FileDigest, seen: TreeEntry,
                               f"{want.size}")
     if digest != want.sha256:
         return "hash", digest
-    return "ok", None
+    if stat_signature(after) != stat_signature(st):
+        return "changed", "written to while it was hashed"
+    return "ok", stat_signature(after)
+
+
+def _changed_since(root_fd: int, scan: TreeScan, manifest_bytes: bytes, source: str,
+                   hashed: Mapping[str, tuple[int, ...]]) -> list[EntryProblem]:
+    """Files that differ, after every file was hashed, from what was hashed or first listed.
+
+    The folder is listed again (lstat, no file opened): a hashed file whose signature
+    moved since its hash was taken was rewritten after it was read; an entry that
+    appeared, vanished or changed kind since the first listing changed under the run.
+    The manifest is read again and must hold the same bytes.
+    """
+    again = scan_tree(root_fd)
+    out: list[EntryProblem] = []
+    for path in sort_paths({*scan.entries, *again.entries}):
+        before, now = scan.entries.get(path), again.entries.get(path)
+        if before is None or now is None:
+            out.append(EntryProblem(path=path, reason="appeared during verification"
+                                    if before is None else "removed during verification"))
+        elif path in hashed and now.signature != hashed[path]:
+            out.append(EntryProblem(path=path, reason="rewritten after it was hashed"))
+        elif path not in hashed and path != MANIFEST_NAME and (now.kind, now.ino) != (
+                before.kind, before.ino):
+            out.append(EntryProblem(path=path, reason="replaced during verification"))
+    for folder in sort_paths(again.folders ^ scan.folders):
+        out.append(EntryProblem(path=folder + "/", reason="appeared during verification"
+                                if folder in again.folders else "removed during verification"))
+    try:
+        manifest_now = read_manifest_bytes(MANIFEST_NAME, dir_fd=root_fd, source=source)
+    except RelgateError:
+        manifest_now = None
+    if manifest_now != manifest_bytes:
+        out.append(EntryProblem(path=MANIFEST_NAME, reason="its bytes differ from the ones "
+                                "verification started with"))
+    return out
 
 
 # --------------------------------------------------------------------------- publication

@@ -7,8 +7,13 @@ bytes). Pinning the root digest outside the bundle (release record, git tag,
 dvc.lock) catches an attacker who rewrites files and manifest consistently.
 
 Paths must be portable and harmless: relative, no ``.``/``..`` or empty
-component, no backslash, NUL or line break, and no two names that collide
-on a case-insensitive or normalising filesystem (``A`` vs ``a``, NFC vs NFD).
+component, no backslash, NUL, line break or other control character, and a
+name every common filesystem can hold: none of ``< > : " | ? *`` (``:`` names
+an NTFS alternate data stream), no component ending in a dot or a space
+(Windows drops them: ``x.`` is ``x``), no Windows device name (``CON``,
+``NUL``, ``COM1``, ... with any extension), and no two names -- files or the
+folders they lie in -- that collide on a case-insensitive or normalising
+filesystem (a file ``A`` beside a folder ``a/``, NFC vs NFD).
 
 Folders are walked with descriptor-relative calls that never follow a
 symlink, so neither building nor verification can be led outside the folder
@@ -193,6 +198,31 @@ def path_problem(path: str) -> str | None:
         return "has a '..' component (points outside the bundle)"
     if "." in parts:
         return "has a '.' component"
+    return _portability_problem(path, parts)
+
+
+#: characters Windows does not allow in a name (':' also names an NTFS alternate data stream)
+_FORBIDDEN = frozenset('<>:"|?*')
+#: device names Windows reserves in every folder, with or without an extension
+_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                       *(f"{dev}{n}" for dev in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3")})
+
+
+def _portability_problem(path: str, parts: list[str]) -> str | None:
+    """Why a path that is safe on POSIX cannot exist as-is on Windows or macOS."""
+    for ch in path:
+        if ord(ch) < 0x20:
+            return f"contains the control character {ch!r}"
+        if ch in _FORBIDDEN:
+            what = ("an NTFS alternate data stream" if ch == ":" else
+                    "a character Windows does not allow in names")
+            return f"contains {ch!r} ({what})"
+    for part in parts:
+        if part[-1] in ". ":
+            return (f"component {part!r} ends with {'a dot' if part[-1] == '.' else 'a space'}, "
+                    "which Windows drops (it would collide with the name without it)")
+        if part.split(".")[0].rstrip(" ").upper() in _RESERVED:
+            return f"component {part!r} is a device name Windows reserves (CON, NUL, COM1, ...)"
     return None
 
 
@@ -203,39 +233,39 @@ def _collision_key(path: str) -> str:
 def duplicate_problems(paths: Iterable[str]) -> list[EntryProblem]:
     """Paths that collide with another on a case-insensitive or normalising filesystem.
 
-    The first of each group (in manifest order) is kept; every other member
-    is a problem naming the one it collides with. A path lying under another
-    entry that is a file is a problem too.
+    Files and the folders they lie in are compared alike: a file ``A`` beside a folder
+    ``a/`` cannot coexist on macOS or Windows, nor can ``Models/x`` and ``models/y`` keep
+    their two spellings. The first of each group (in manifest order) is kept; every other
+    member is a problem naming the one it collides with. A path lying under another entry
+    that is a file is a problem too.
     """
     paths = sort_paths(paths)
-    seen: dict[str, str] = {}
+    nodes: dict[str, tuple[str, bool]] = {}  # collision key -> (spelling, is a file)
     problems: list[EntryProblem] = []
     for path in paths:
-        try:
-            key = _collision_key(path)
-        except (UnicodeError, ValueError):  # pragma: no cover - normalize accepts any str
-            continue
-        if key in seen:
-            other = seen[key]
-            nfc_same = unicodedata.normalize("NFC", path) == unicodedata.normalize("NFC", other)
-            kind = "Unicode normalisation (NFC/NFD)" if nfc_same else "case"
-            problems.append(EntryProblem(
-                path=path,
-                reason=f"differs from {show_path(other)} only by {kind}; "
-                       "both cannot exist on macOS or Windows",
-            ))
-        else:
-            seen[key] = path
-    listed = set(paths)
-    for path in paths:
         parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in listed:
-                problems.append(EntryProblem(
-                    path=path, reason=f"lies under {show_path(parent)}, which is listed as a file"))
-                break
+        for i in range(1, len(parts) + 1):
+            node, is_file = "/".join(parts[:i]), i == len(parts)
+            key = _collision_key(node)
+            seen = nodes.setdefault(key, (node, is_file))
+            if seen == (node, is_file) or (seen[0] == node and not seen[1] and not is_file):
+                continue  # the first time, or the same folder again
+            problems.append(EntryProblem(path=path, reason=_collision(node, is_file, *seen)))
+            break
     return problems
+
+
+def _collision(node: str, is_file: bool, other: str, other_is_file: bool) -> str:
+    if other == node:
+        return (f"lies under {show_path(other)}, which is listed as a file" if other_is_file
+                else f"is listed as a file, but other entries lie under {show_path(other)}")
+    nfc_same = unicodedata.normalize("NFC", node) == unicodedata.normalize("NFC", other)
+    kind = "Unicode normalisation (NFC/NFD)" if nfc_same else "case"
+    what = "" if is_file == other_is_file else (
+        f" ({'a file' if is_file else 'a folder'} beside {'a file' if other_is_file else 'a folder'})")
+    subject = "" if is_file else f"its folder {show_path(node)} "
+    return (f"{subject}differs from {show_path(other)} only by {kind}{what}; "
+            "both cannot exist on macOS or Windows")
 
 
 # --------------------------------------------------------------------------- reading
@@ -385,18 +415,39 @@ class TreeEntry:
     dev: int
     ino: int
     nlink: int
+    mtime_ns: int = 0
+    ctime_ns: int = 0
 
     @property
     def regular(self) -> bool:
         return self.kind == "regular file"
 
+    @property
+    def signature(self) -> tuple[int, int, int, int, int]:
+        """What changes when the file's bytes change: (dev, inode, size, mtime, ctime)."""
+        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
+
+def stat_signature(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """``TreeEntry.signature`` of a (f)stat result: ctime moves on every write, even when
+    mtime is set back, so equal signatures mean the bytes were not rewritten in between."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
 
 @dataclass(frozen=True, kw_only=True)
 class TreeScan:
-    """Every non-directory entry under a folder, and the folders that could not be read."""
+    """Every non-directory entry under a folder, its folders, and those that could not be read."""
 
     entries: Mapping[str, TreeEntry]
     unreadable: tuple[EntryProblem, ...] = ()
+    folders: frozenset[str] = frozenset()
+
+    def unaccounted_folders(self, files: Iterable[str]) -> list[str]:
+        """The topmost folders that no path of *files* lies in (empty, or holding only
+        other things): a manifest lists files, so such a folder is never part of a bundle."""
+        needed = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+        return sort_paths(f for f in self.folders
+                          if f not in needed and (f.rpartition("/")[0] in needed or "/" not in f))
 
 
 def open_root(folder: str | os.PathLike[str]) -> int:
@@ -424,6 +475,7 @@ def scan_tree(root_fd: int) -> TreeScan:
     """
     entries: dict[str, TreeEntry] = {}
     unreadable: list[EntryProblem] = []
+    folders: list[str] = []
     stack: list[tuple[int, str, Iterator[str]]] = []
 
     def enter(fd: int, prefix: str) -> None:
@@ -436,9 +488,11 @@ def scan_tree(root_fd: int) -> TreeScan:
                 st = item.stat(follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
                     subdirs.append(item.name)
+                    folders.append(rel)
                 else:
                     entries[rel] = TreeEntry(path=rel, kind=file_kind(st.st_mode), size=st.st_size,
-                                             dev=st.st_dev, ino=st.st_ino, nlink=st.st_nlink)
+                                             dev=st.st_dev, ino=st.st_ino, nlink=st.st_nlink,
+                                             mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
         except OSError as exc:
             unreadable.append(EntryProblem(path=prefix.rstrip("/") or ".",
                                            reason=f"cannot be listed ({exc.strerror})"))
@@ -467,7 +521,8 @@ def scan_tree(root_fd: int) -> TreeScan:
     finally:
         for fd, _, _ in stack:
             os.close(fd)
-    return TreeScan(entries=MappingProxyType(entries), unreadable=tuple(unreadable))
+    return TreeScan(entries=MappingProxyType(entries), unreadable=tuple(unreadable),
+                    folders=frozenset(folders))
 
 
 def open_in_tree(root_fd: int, relpath: str) -> tuple[int, os.stat_result]:
@@ -527,6 +582,11 @@ def build_manifest(
         files = {p: e for p, e in scan.entries.items() if p not in excluded}
         for path in sort_paths(files):
             _refuse_unbundleable(folder, files[path])
+        empty = scan.unaccounted_folders(files)
+        if empty:
+            raise InputError(f"{show_path(str(Path(folder) / empty[0]))}/: a folder that holds no file; a "
+                             "manifest lists files only, so it would never verify",
+                             hint="remove the empty folder (rmdir), then build the manifest again")
         problems = duplicate_problems(files)
         if problems:
             raise InputError(f"{Path(folder) / problems[0].path}: {problems[0].reason}",

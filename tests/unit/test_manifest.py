@@ -139,7 +139,9 @@ def test_property_manifest_invariant_under_move(tmp_path_factory: pytest.TempPat
             continue  # a file where a folder is wanted, or the reverse
         written["/".join(parts)] = data
     rels = [r for r in written]
-    if duplicate_problems(rels) or not rels:
+    folders = {str(Path(d).relative_to(root)) for d, sub, files in os.walk(root) if Path(d) != root}
+    empty = folders - {"/".join(r.split("/")[:i]) for r in rels for i in range(1, r.count("/") + 1)}
+    if duplicate_problems(rels) or any(path_problem(r) for r in rels) or empty or not rels:
         with pytest.raises(InputError):
             if rels:
                 build_manifest(root)
@@ -276,9 +278,23 @@ def test_path_rules(path: str) -> None:
     assert problem is not None and BAD_PATHS[path] in problem
 
 
-@pytest.mark.parametrize("path", ["a", "a/b/c.onnx", "...", "..a", "a..", ".hidden", "é/ü", "a b"])
+@pytest.mark.parametrize("path", ["a", "a/b/c.onnx", "..a", ".hidden", "é/ü", "a b", "a.b.c",
+                                  "CONFIG", "console.txt", "COM10", "nul_x", "lpt.txt", "a-b_c+d"])
 def test_path_rules_accept_portable_paths(path: str) -> None:
     assert path_problem(path) is None
+
+
+@pytest.mark.parametrize(("path", "why"), [
+    ("...", "ends with a dot"), ("a..", "ends with a dot"), ("x.", "ends with a dot"),
+    ("d./x", "ends with a dot"), ("x ", "ends with a space"), ("README.md:evil", "alternate data stream"),
+    ("a<b", "Windows does not allow"), ('a"b', "Windows does not allow"), ("a\x1fb", "control character"),
+    ("CON", "device name"), ("con.txt", "device name"), ("models/Nul.tar.gz", "device name"),
+    ("COM1", "device name"), ("lpt9.onnx", "device name"), ("CONIN$", "device name"),
+    ("COM\u00b9", "device name"), ("aux/x", "device name"),
+])
+def test_path_rules_refuse_names_other_filesystems_cannot_hold(path: str, why: str) -> None:
+    problem = path_problem(path)
+    assert problem is not None and why in problem, problem
 
 
 @pytest.mark.parametrize("path", [p for p in BAD_PATHS if p != "\ud800x"])
