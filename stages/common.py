@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from relgate.errors import EXIT_INTERRUPTED, DataError, ParamsError, RelgateError
 from relgate.jsonio import atomic_write_bytes
+from relgate.numeric_env import pin_process
 
 PARAMS_FILE = "params.yaml"
 # A fixed timestamp for every zip member (the earliest a zip header can hold):
@@ -28,7 +29,12 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def run_stage(stage: str, main: Callable[[], int | None]) -> None:
-    """Run a stage's ``main`` and exit: a RelgateError is one line and its exit code."""
+    """Run a stage's ``main`` and exit: a RelgateError is one line and its exit code.
+
+    A stage started some other way than ``python -m stages.<name>`` (which pins in
+    ``stages/__init__``) is re-started once under the pinned numeric environment.
+    """
+    pin_process()
     try:
         code = main()
     except RelgateError as exc:

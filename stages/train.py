@@ -169,10 +169,30 @@ class TrainResult:
 
 
 def configure_torch(seed: int, threads: int) -> None:
-    """Seed torch and make its CPU kernels deterministic with a fixed thread count."""
+    """Seed torch and make its CPU kernels deterministic with a fixed thread count.
+
+    oneDNN is switched off: its convolution blocking follows the CPU's cache
+    sizes, so two CPUs with the same ISA can still sum in different orders.
+    Convolutions then run as ATen im2col + MKL GEMM, both pinned by
+    relgate.numeric_env (ATen at AVX2, MKL at its COMPATIBLE branch).
+    """
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
+    torch.backends.mkldnn.enabled = False
     torch.set_num_threads(threads)
+
+
+def numeric_record(threads: int) -> dict[str, Any]:
+    """The numeric settings a training ran under (machine-independent: no CPU model here).
+
+    ``cpu_capability`` is what ATen actually dispatched to: AVX2 on every x86-64
+    machine the pin supports, something else where bytes cannot match.
+    """
+    from relgate.numeric_env import environment_is_pinned, pinned_settings
+
+    return {**pinned_settings(), "threads": threads, "pinned": environment_is_pinned(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkldnn_enabled": bool(torch.backends.mkldnn.enabled)}
 
 
 def predict(model: nn.Module, x: npt.NDArray[np.float32], batch_size: int = 512
@@ -300,6 +320,7 @@ def main() -> int:
         "best_val_auc": result.best_val_auc, "threshold": result.threshold,
         "stopped_early": result.stopped_early, "history": result.history,
         "data": {"train": len(train["y"]), "val": len(val["y"])},
+        "numeric_environment": numeric_record(spec.threads),
     })
     write_json(spec.metrics, {"best_val_auc": result.best_val_auc,
                               "best_epoch": result.best_epoch, "epochs": len(result.history),
