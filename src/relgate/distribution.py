@@ -11,8 +11,21 @@ Projects that want a tracked, updatable copy use ``dvc import`` and then
 The root digest is pinned outside the bundle: the registry's git-tracked
 ``analysis/release_<name>.json`` at the very commit the bundle is fetched from
 (the tag is resolved to a commit once, in a clone, and both reads use that
-commit). A remote whose files and manifest were rewritten consistently still
-verifies against its own manifest; it cannot match the pin held in git.
+commit), else the ``relgate-root-digest:`` line of the annotated release tag
+``core@<name>`` (publish.yml writes it). A remote whose files and manifest were
+rewritten consistently still verifies against its own manifest; it cannot match
+the pin held in git. A release with neither pin is refused, never verified
+against its own manifest alone.
+
+Each fetch gives DVC a private site cache (``DVC_SITE_CACHE_DIR`` inside its temp
+folder): DVC's default one is shared and world-writable, and what one hostile
+answer leaves there must not decide a later fetch. A fetch killed mid-way leaves
+its temp folders behind (a git clone each); the next fetch into the same folder
+removes those whose process is gone.
+
+The judge of a pull request reads two more pins from the base branch's checkout:
+``pinned_file`` gives the md5 its ``dvc.lock`` (or ``<path>.dvc``) records for a
+file, so the candidate's splits can be checked to be the base branch's own.
 
 DVC and git run as subprocesses: their output is captured and reduced to one
 line, and importing relgate never imports dvc.
@@ -21,6 +34,7 @@ line, and importing relgate never imports dvc.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import os
 import re
@@ -62,11 +76,17 @@ def dvc_command() -> list[str]:
     raise InputError("dvc is not installed", hint="pip install dvc (and dvc-s3 for S3 remotes)")
 
 
-def _tool_env() -> dict[str, str]:
-    """The caller's environment, minus anything that could make git or DVC wait for a person."""
+def _tool_env(site_cache: Path | None = None) -> dict[str, str]:
+    """The caller's environment, minus anything that could make git or DVC wait for a person.
+
+    With *site_cache*, DVC keeps its site cache (repo indexes, state) there instead of the
+    shared default (``/var/tmp/dvc``, world-writable): nothing another run left can be read.
+    """
     env = dict(os.environ)
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
     env.setdefault("DVC_NO_ANALYTICS", "1")
+    if site_cache is not None:
+        env["DVC_SITE_CACHE_DIR"] = str(site_cache)
     return env
 
 
@@ -74,10 +94,12 @@ def _tool_env() -> dict[str, str]:
 _TIMEOUT_S = 3600
 
 
-def _run(cmd: Sequence[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _run(cmd: Sequence[str], *, cwd: Path | None = None,
+         site_cache: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(list(cmd), cwd=cwd, env=_tool_env(), capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, check=False, timeout=_TIMEOUT_S)
+        return subprocess.run(list(cmd), cwd=cwd, env=_tool_env(site_cache), capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, check=False,
+                              timeout=_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise Refusal(f"{' '.join(cmd[:3])}: no answer within {_TIMEOUT_S} s",
                       hint="check the registry and its DVC remote are reachable") from None
@@ -207,6 +229,67 @@ def pin_from_record(data: bytes | None, *, name: str, source: str) -> tuple[Pin,
     return Pin(root_digest=bundle["root_digest"], source=source), str(bundle["path"])
 
 
+#: the line publish.yml writes into the annotated release tag's message
+TAG_DIGEST_LINE = re.compile(r"relgate-root-digest: ([0-9a-f]{64})")
+
+
+def pin_from_tag(repo_dir: Path, release: str) -> Pin | None:
+    """The root digest the annotated tag ``core@<release>`` records; None when there is no such
+    tag, a Pin without a digest for a lightweight tag or one without a ``relgate-root-digest:``
+    line. A tag that records two different digests is refused (InputError): it pins nothing.
+    """
+    from relgate.release import release_tag
+
+    tag = release_tag(release)
+    ref = f"refs/tags/{tag}"
+    kind = _git("cat-file", "-t", ref, cwd=repo_dir)
+    if kind.returncode != 0:
+        return None
+    unpinned = Pin(root_digest=None, source=f"tag {tag}", note=f"tag {tag} records no root digest")
+    if kind.stdout.strip() != "tag":
+        return unpinned
+    size = _git("cat-file", "-s", ref, cwd=repo_dir)
+    if not size.stdout.strip().isdigit() or int(size.stdout.strip()) > _MAX_RECORD_BYTES:
+        raise InputError(f"tag {tag}: larger than the {_MAX_RECORD_BYTES} byte limit for a "
+                         "tag message", hint="this is not a release tag relgate's publish wrote")
+    body = _git("cat-file", "tag", ref, cwd=repo_dir)
+    _headers, _, message = body.stdout.partition("\n\n")
+    found = {m[1] for line in message.splitlines()
+             if (m := TAG_DIGEST_LINE.fullmatch(line.strip()))}
+    if len(found) > 1:
+        raise InputError(f"tag {tag}: records {len(found)} different root digests",
+                         hint="a release tag names one bundle; tell the registry's maintainers")
+    if not found:
+        return unpinned
+    return Pin(root_digest=found.pop(), source=f"annotated tag {tag}")
+
+
+def choose_pin(record_pin: Pin, tag_pin: Pin | None, *, release: str, where: str) -> Pin:
+    """The pin to verify against: the release record's, else the tag's; both must agree.
+
+    Neither is a refusal (VerificationFailed): a bundle checked only against its own
+    manifest would accept a remote that rewrote files and manifest together.
+    """
+    from relgate.release import release_tag
+
+    if record_pin.root_digest is not None:
+        if tag_pin is not None and tag_pin.root_digest not in (None, record_pin.root_digest):
+            raise VerificationFailed(
+                f"release {release!r}: {record_pin.source} pins root digest "
+                f"{record_pin.root_digest}, but {tag_pin.source} records {tag_pin.root_digest}",
+                hint="the registry's record and tag disagree; tell its maintainers")
+        return record_pin
+    if tag_pin is not None and tag_pin.root_digest is not None:
+        return dataclasses.replace(tag_pin, note=f"{record_pin.source} pins no root digest; "
+                                                 f"pinned by {tag_pin.source}")
+    raise VerificationFailed(
+        f"release {release!r} at {where}: no root digest is pinned outside the bundle (no "
+        f"{record_path(release)} with bundle.root_digest there, no annotated tag "
+        f"{release_tag(release)} recording one), so it cannot be verified; nothing was fetched",
+        hint="fetch at a revision that records the release (--rev <tag>), or ask the registry's "
+             "maintainers to tag it as publish.yml does; 'relgate releases REPO' lists releases")
+
+
 # --------------------------------------------------------------------------- fetch
 
 
@@ -283,12 +366,13 @@ def fetch_bundle(
 ) -> FetchResult:
     """Download release *release* of *repo* with ``dvc get``, verify it, then move it to *out*.
 
-    Nothing is ever left at *out* unless it verified (and matched the pinned
-    root digest when the registry has one): the download goes to a private
-    folder beside *out*, which is removed whatever happens. A verification
-    failure is returned (``placed=False``); a failed download raises Refusal
-    (exit 1); bad input (existing *out*, unknown repository, revision or
-    release) raises InputError (exit 2).
+    Nothing is ever left at *out* unless it verified against the pinned root
+    digest (module docstring; no pin is a refusal before any download): the
+    download goes to a private folder beside *out*, which is removed whatever
+    happens, and folders that killed fetches left there are removed first. A
+    verification failure is returned (``placed=False``); a failed download or a
+    missing pin raises Refusal (exit 1); bad input (existing *out*, unknown
+    repository, revision or release) raises InputError (exit 2).
     """
     from relgate.bundle import force_rmtree, rename_noreplace, seal_tree, verify_bundle
     from relgate.jsonio import fsync_dir
@@ -306,7 +390,8 @@ def fetch_bundle(
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{parent}: cannot create ({exc.strerror})") from None
-    work = parent.resolve() / f"{FETCH_PREFIX}{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    cleaned = clean_stale_fetches(parent)
+    work = parent.resolve() / f"{FETCH_PREFIX}{target.name}.{_owner_tag()}.{secrets.token_hex(4)}"
     # the download sits beside the target, not inside *work*: moving a folder to another
     # parent needs write permission on it (its '..' changes), and a sealed bundle has none
     download = work.with_name(work.name + ".bundle")
@@ -320,24 +405,44 @@ def fetch_bundle(
         repo_dir = clone(repo, work / "repo")
         commit = resolve_rev(repo_dir, rev, label=repo)
         rec_source = f"{record_path(release)} at {commit[:12]}"
-        pin, named_path = pin_from_record(_show(repo_dir, commit, record_path(release)),
-                                          name=release, source=rec_source)
+        record_data = _show(repo_dir, commit, record_path(release))
+        record_pin, named_path = pin_from_record(record_data, name=release, source=rec_source)
         bundle_path = named_path or f"{CORE_DIR}/{release}"
         if PurePosixPath(bundle_path).name != release:
             raise InputError(f"{rec_source}: bundle.path {bundle_path!r} is not a folder named "
                              f"{release}")
+        tag_pin = pin_from_tag(repo_dir, release)
+        tag_digest = None if tag_pin is None else tag_pin.root_digest
+        if record_pin.root_digest is None and tag_digest is None \
+                and not _dvc_tracks(repo_dir, commit, bundle_path, exact=True):
+            # nothing pins it and DVC has no output of exactly this path: not a release here
+            from relgate.release import release_tag
+
+            tag = release_tag(release)
+            raise InputError(
+                f"{repo}: no release {release!r} at {rev or 'HEAD'}: "
+                + (f"no {record_path(release)}" if record_data is None
+                   else f"{record_path(release)} has no bundle.root_digest")
+                + (f", no tag {tag}" if tag_pin is None else f", tag {tag} records no root digest"),
+                hint="'relgate releases REPO' lists the releases and their tags")
+        pin = choose_pin(record_pin, tag_pin, release=release,
+                         where=f"{rev or 'HEAD'} (commit {commit[:12]})")
         step(f"downloading {bundle_path} at {commit[:12]} with dvc get")
+        site_cache = work / "dvc-site-cache"
+        os.mkdir(site_cache, 0o700)
         proc = _run([*dvc_command(), "get", "--rev", commit, "-o", str(download), "--",
-                     _source(repo), bundle_path], cwd=work)
+                     _source(repo), bundle_path], cwd=work, site_cache=site_cache)
         if proc.returncode != 0:
-            # no release record and no output of exactly this path: the release does not exist
-            # (a record, or an exact output, means it exists and the download itself failed)
-            exact = _dvc_tracks(repo_dir, commit, bundle_path, exact=True)
-            if (named_path is None and not exact) or not _dvc_tracks(repo_dir, commit, bundle_path):
+            # a pinned release whose path DVC does not track at this commit is not there; one
+            # it tracks (a record or a tag pins it) exists, and the download itself failed
+            if not _dvc_tracks(repo_dir, commit, bundle_path):
                 raise InputError(f"{repo}: no release {release!r} at {rev or 'HEAD'} "
                                  f"({bundle_path} is not tracked there)",
                                  hint="'relgate releases REPO' lists the releases and their tags")
-            raise Refusal(f"dvc get {bundle_path} failed, so nothing was fetched: "
+            where = "" if record_data is not None else (
+                f" (only {pin.source} pins it: if it is not in this revision, use --rev "
+                f"{pin.source.split()[-1]})")
+            raise Refusal(f"dvc get {bundle_path} failed, so nothing was fetched{where}: "
                           f"{tool_error(proc)}",
                           hint="the DVC remote is unreachable or holds damaged or missing "
                                "objects; tell the registry's maintainers")
@@ -354,7 +459,7 @@ def fetch_bundle(
                                      hint="the download is damaged or was tampered with; "
                                           "nothing was written") from None
         problems = [] if not result.ok else _release_name_problems(download, release)
-        notes = [pin.note] if pin.note else []
+        notes = [*cleaned, *([pin.note] if pin.note else [])]
         placed = False
         if result.ok and not problems:
             try:
@@ -378,6 +483,42 @@ def fetch_bundle(
                 force_rmtree(folder)
 
 
+def _owner_tag() -> str:
+    """``<host>.<pid>.<start>`` of this process, so a later fetch can tell whether it is gone."""
+    from relgate.bundle import _host_tag, _proc_start
+
+    info = _proc_start(os.getpid())
+    return f"{_host_tag()}.{os.getpid()}.{info[1] if info else 0}"
+
+
+def clean_stale_fetches(parent: Path) -> list[str]:
+    """Remove the temp folders of fetches into *parent* whose process is gone; notes say which.
+
+    A folder is removed only when its name says it belongs to a process of this host that no
+    longer runs (a dead pid, or a pid now used by a process started later); anything else,
+    another host's folders included, is left alone.
+    """
+    from relgate.bundle import _host_tag, force_rmtree, process_alive
+
+    notes: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return notes
+    for entry in entries:
+        if not entry.name.startswith(FETCH_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        parts = entry.name.removesuffix(".bundle").rsplit(".", 4)
+        if len(parts) != 5 or parts[1] != _host_tag() or not (parts[2] + parts[3]).isdigit():
+            continue
+        pid, start = int(parts[2]), int(parts[3])
+        if process_alive(pid, start or None):
+            continue
+        force_rmtree(Path(entry.path))
+        notes.append(f"removed {entry.name}, left by fetch process {pid}, which is gone")
+    return notes
+
+
 def _release_name_problems(bundle: Path, release: str) -> list[str]:
     """The verified bundle's release.json must name *release* (a renamed folder is refused)."""
     from relgate.jsonio import loads_strict
@@ -390,6 +531,69 @@ def _release_name_problems(bundle: Path, release: str) -> list[str]:
     if name != release:
         return [f"release.json: this bundle is release {name!r}, not {release!r}."]
     return []
+
+
+# --------------------------------------------------------------------------- pinned files
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilePin:
+    """The md5 a trusted checkout's DVC metadata records for one file."""
+
+    path: str
+    md5: str
+    source: str
+
+
+def pinned_file(root: Path, path: str) -> FilePin | None:
+    """The md5 that *root*'s ``dvc.lock`` (a stage's file output) or ``<path>.dvc`` records.
+
+    *root* is trusted (the base branch's checkout in CI). Only an output of exactly
+    *path* counts, with DVC's plain md5 of the file's bytes; None when there is none.
+    """
+    from relgate.jsonio import read_capped
+    from relgate.params import parse_yaml
+
+    def outs_of(doc: Any) -> list[Any]:
+        if not isinstance(doc, dict):
+            return []
+        found = list(doc.get("outs") or []) if isinstance(doc.get("outs"), list) else []
+        stages = doc.get("stages")
+        for stage in stages.values() if isinstance(stages, dict) else ():
+            if isinstance(stage, dict) and isinstance(stage.get("outs"), list):
+                found.extend(stage["outs"])
+        return found
+
+    for meta, rel in ((root / "dvc.lock", path), (root / f"{path}.dvc", PurePosixPath(path).name)):
+        if not meta.is_file():
+            continue
+        doc = parse_yaml(read_capped(meta, max_bytes=_MAX_RECORD_BYTES, what="DVC metadata")
+                         .decode("utf-8", "replace"), source=str(meta))
+        for out in outs_of(doc):
+            if not isinstance(out, dict) or out.get("path") != rel:
+                continue
+            md5 = out.get("md5")
+            if out.get("hash", "md5") == "md5" and isinstance(md5, str) \
+                    and re.fullmatch(r"[0-9a-f]{32}", md5):
+                return FilePin(path=path, md5=md5, source=str(meta))
+    return None
+
+
+def md5_and_sha256(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """Both digests of a regular file in one read (DVC pins md5, relgate records sha256)."""
+    from relgate.hashing import open_regular
+
+    fd, _ = open_regular(path)
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            md5.update(chunk)
+            sha.update(chunk)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})", hint="check the file") from None
+    finally:
+        os.close(fd)
+    return md5.hexdigest(), sha.hexdigest()
 
 
 # --------------------------------------------------------------------------- releases
@@ -576,7 +780,8 @@ def _present(root: Path, record: Mapping[str, Any]) -> bool:
 
 
 __all__ = [
-    "FetchResult", "Pin", "ReleaseInfo", "ReleaseListing", "clone", "dvc_command",
-    "fetch_bundle", "list_releases", "parse_record", "pin_from_record", "resolve_rev",
-    "tool_error",
+    "FetchResult", "FilePin", "Pin", "ReleaseInfo", "ReleaseListing", "choose_pin",
+    "clean_stale_fetches", "clone", "dvc_command", "fetch_bundle", "list_releases",
+    "md5_and_sha256", "parse_record", "pin_from_record", "pin_from_tag", "pinned_file",
+    "resolve_rev", "tool_error",
 ]

@@ -298,3 +298,102 @@ def test_an_oversized_record_in_a_registry_is_refused_before_it_is_read(tmp_path
     with pytest.raises(InputError, match="larger than the"):
         _show(repo, "HEAD", "analysis/release_v1.json")
     assert _show(repo, "HEAD", "analysis/missing.json") is None
+
+
+# --------------------------------------------------------------------------- pins without a record
+
+
+def _tagged_repo(tmp_path: Path, *messages: str, annotated: bool = True) -> Path:
+    repo = tmp_path / "registry"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    (repo / "f").write_text("x")
+    git("add", "f", cwd=repo)
+    git("commit", "-q", "-m", "one", cwd=repo)
+    args = [a for m in messages for a in ("-m", m)]
+    git("tag", *(["-a", *args] if annotated else []), "core@v1.0.0", cwd=repo)
+    return repo
+
+
+def test_pin_from_tag_reads_the_line_publish_writes(tmp_path: Path) -> None:
+    from relgate.distribution import pin_from_tag
+
+    digest = "ab" * 32
+    repo = _tagged_repo(tmp_path, "Release v1.0.0", f"relgate-root-digest: {digest}")
+    pin = pin_from_tag(repo, "v1.0.0")
+    assert pin is not None and pin.root_digest == digest
+    assert pin.source == "annotated tag core@v1.0.0"
+    assert pin_from_tag(repo, "v2.0.0") is None  # no such tag
+
+
+@pytest.mark.parametrize("messages", [("Release v1.0.0",),
+                                      ("Release", "relgate-root-digest: not-hex"),
+                                      ("Release", f"relgate-root-digest: {'AB' * 32}"),
+                                      ("Release", f"see relgate-root-digest: {'ab' * 32} x")])
+def test_a_tag_without_a_usable_digest_line_pins_nothing(tmp_path: Path,
+                                                         messages: tuple[str, ...]) -> None:
+    from relgate.distribution import pin_from_tag
+
+    pin = pin_from_tag(_tagged_repo(tmp_path, *messages), "v1.0.0")
+    assert pin is not None and pin.root_digest is None
+
+
+def test_a_lightweight_tag_pins_nothing(tmp_path: Path) -> None:
+    from relgate.distribution import pin_from_tag
+
+    pin = pin_from_tag(_tagged_repo(tmp_path, annotated=False), "v1.0.0")
+    assert pin is not None and pin.root_digest is None
+
+
+def test_choose_pin_prefers_the_record_and_refuses_disagreement_or_nothing() -> None:
+    from relgate.distribution import choose_pin
+    from relgate.errors import VerificationFailed
+
+    record = Pin(root_digest="ab" * 32, source="rec")
+    tag = Pin(root_digest="cd" * 32, source="annotated tag core@v1")
+    none = Pin(root_digest=None, source="rec", note="rec not found")
+    assert choose_pin(record, None, release="v1", where="HEAD") == record
+    assert choose_pin(record, Pin(root_digest=None, source="tag"), release="v1",
+                      where="HEAD") == record
+    assert choose_pin(none, tag, release="v1", where="HEAD").root_digest == "cd" * 32
+    with pytest.raises(VerificationFailed, match="but annotated tag core@v1 records"):
+        choose_pin(record, tag, release="v1", where="HEAD")
+    for tag_pin in (None, Pin(root_digest=None, source="tag core@v1")):
+        with pytest.raises(VerificationFailed, match="no root digest is pinned outside the bundle"):
+            choose_pin(none, tag_pin, release="v1", where="HEAD")
+
+
+# --------------------------------------------------------------------------- leftover fetch folders
+
+
+def test_stale_fetch_folders_of_dead_processes_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    from relgate.bundle import _host_tag, _proc_start
+    from relgate.distribution import FETCH_PREFIX, clean_stale_fetches
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    me = os.getpid()
+    start = (_proc_start(me) or ("", 0))[1]
+    host = _host_tag()
+    names = {
+        "dead": f"{FETCH_PREFIX}core.{host}.{dead.pid}.0.aaaa0000",
+        "dead-download": f"{FETCH_PREFIX}core.{host}.{dead.pid}.0.aaaa0000.bundle",
+        "pid-reused": f"{FETCH_PREFIX}x.y.{host}.{me}.{start + 1}.bbbb0000",
+        "live": f"{FETCH_PREFIX}core.{host}.{me}.{start}.cccc0000",
+        "other-host": f"{FETCH_PREFIX}core.00000000.{dead.pid}.0.dddd0000",
+        "old-format": f"{FETCH_PREFIX}core.{dead.pid}.eeee0000",
+        "not-ours": "core",
+    }
+    for name in names.values():
+        (tmp_path / name / "repo").mkdir(parents=True)
+        (tmp_path / name / "repo" / "file").write_text("x")
+    sealed = tmp_path / names["dead-download"] / "repo"  # as a sealed download is
+    (sealed / "file").chmod(0o444)
+    sealed.chmod(0o555)
+    (tmp_path / f"{FETCH_PREFIX}a-file.{host}.{dead.pid}.0.ffff0000").write_text("not a folder")
+    notes = clean_stale_fetches(tmp_path)
+    left = {p.name for p in tmp_path.iterdir()}
+    removed = {k for k, v in names.items() if v not in left}
+    assert removed == {"dead", "dead-download", "pid-reused"}
+    assert len(notes) == 3 and all("which is gone" in n for n in notes)
+    assert f"{FETCH_PREFIX}a-file.{host}.{dead.pid}.0.ffff0000" in left
