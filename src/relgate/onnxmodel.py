@@ -750,12 +750,22 @@ def session_options(threads: int) -> Any:
 _PROBE_CODE = r"""
 import os, resource, sys
 path, threads, limit_mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-import numpy as np
-import onnxruntime as ort
+try:
+    import numpy as np
+    import onnxruntime as ort
+except (MemoryError, ImportError, OSError) as exc:  # e.g. under a tight inherited ulimit -v
+    sys.stderr.write("IMPORT " + type(exc).__name__ + ": " + str(exc)[:300] + "\n")
+    sys.exit(5)
 with open("/proc/self/statm") as fh:
     used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 if limit_mb > 0:
+    # Lower the address-space limit only: a limit inherited from the caller (ulimit -v)
+    # stays in force when it is tighter, and is never raised (that would fail anyway).
     cap = used + limit_mb * 1024 * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    for inherited in (soft, hard):
+        if inherited != resource.RLIM_INFINITY:
+            cap = min(cap, inherited)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 so = ort.SessionOptions()
 so.intra_op_num_threads = threads
@@ -799,9 +809,33 @@ sys.exit(0)
 """
 
 
-def describe_child_failure(returncode: int, stderr: str, *, memory_mb: int) -> str:
-    """Why the probe child failed, in words (a pure function of how it ended)."""
+#: what running out of address space looks like in a child's error text
+_MEMORY_WORDS = ("bad_alloc", "MemoryError", "Failed to allocate", "Cannot allocate memory",
+                 "failed to map segment", "Resource temporarily unavailable",
+                 "std::system_error")
+
+
+def inherited_memory_limit_mb() -> int | None:
+    """The address-space limit (``RLIMIT_AS``, ``ulimit -v``) this process runs under, in MB
+    (the lower of soft and hard), or None when unlimited. Children inherit it; the probe
+    never raises it."""
+    import resource
+
+    limits = [v for v in resource.getrlimit(resource.RLIMIT_AS) if v != resource.RLIM_INFINITY]
+    return min(limits) // (1024 * 1024) if limits else None
+
+
+def describe_child_failure(returncode: int, stderr: str, *, memory_mb: int,
+                           inherited_mb: int | None = None) -> str:
+    """Why the probe child failed, in words (a pure function of how it ended).
+
+    Under an inherited address-space limit (*inherited_mb*), running out of memory is
+    blamed on that limit, which the probe cannot raise, not on the model.
+    """
     text = " ".join(stderr.split())
+    memory = any(w in text for w in _MEMORY_WORDS)
+    cap = (f"the inherited address-space limit (ulimit -v) of {inherited_mb} MB"
+           if inherited_mb is not None else f"its {memory_mb} MB memory limit")
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -809,11 +843,17 @@ def describe_child_failure(returncode: int, stderr: str, *, memory_mb: int) -> s
             name = f"signal {-returncode}"
         if -returncode == signal.SIGKILL:
             return f"onnxruntime was killed ({name}) while loading it, likely out of memory"
-        if -returncode == signal.SIGABRT and ("bad_alloc" in text or "memory" in text.lower()):
-            return f"onnxruntime ran out of its {memory_mb} MB memory limit loading it ({name})"
+        if -returncode == signal.SIGABRT and (memory or "memory" in text.lower()):
+            return f"onnxruntime ran out of {cap} loading it ({name})"
+        if inherited_mb is not None and (memory or "memory" in text.lower()):
+            return f"onnxruntime crashed ({name}) while loading it, out of {cap}"
         return f"onnxruntime crashed ({name}) while loading it"
-    if returncode == 3 or "bad_alloc" in text or "MemoryError" in text:
-        return f"onnxruntime ran out of its {memory_mb} MB memory limit loading it"
+    if returncode == 5 or text.startswith("IMPORT "):
+        if memory or inherited_mb is not None:
+            return f"the model probe could not start onnxruntime within {cap}: {_short(text)}"
+        return f"the model probe could not import onnxruntime: {_short(text)}"
+    if returncode == 3 or memory:
+        return f"onnxruntime ran out of {cap} loading it"
     last = text.split("LOAD ", 1)[-1] if "LOAD " in text else text
     return f"onnxruntime cannot load it: {_short(last) or f'exit code {returncode}'}"
 
@@ -833,7 +873,8 @@ def probe_session(
     """Create the first onnxruntime session in a child process with time and memory limits.
 
     The child caps its address space (``RLIMIT_AS``: what it already uses plus
-    *memory_mb*, by default 1 GiB + 4x the model's size), loads the model, and runs one
+    *memory_mb*, by default 1 GiB + 4x the model's size, or the limit it inherits when that
+    is lower: an inherited limit is respected, never raised), loads the model, and runs one
     sample of zeros when the input shapes allow. A crash, a timeout or running out of
     memory is a ModelError (exit 2) here instead of the end of relgate. Results are cached
     per process for unchanged files.
@@ -878,14 +919,21 @@ def _probe_cached(
             hint="the model may be hostile or far too large; check it, or raise the timeout",
         ) from None
     if proc.returncode != 0:
-        why = describe_child_failure(proc.returncode, err, memory_mb=limit)
+        inherited = inherited_memory_limit_mb()
+        why = describe_child_failure(proc.returncode, err, memory_mb=limit, inherited_mb=inherited)
         if "LOADED" in out:
             why = why.replace("while loading it", "loading it").replace(
                 "loading it", "running one sample of zeros through it")
-        hint = ("the model needs far more memory than its size suggests; it may be hostile"
-                if "memory" in why else
-                "the model is malformed or hostile; re-export it (relgate did not load it "
-                "in-process)")
+        if inherited is not None and ("ulimit" in why or "memory" in why):
+            hint = (f"relgate runs under ulimit -v {inherited * 1024} (KiB), which it never "
+                    "raises; raise that limit (or lift it) and try again")
+        elif "memory" in why:
+            hint = "the model needs far more memory than its size suggests; it may be hostile"
+        elif "import onnxruntime" in why:
+            hint = "check the Python installation (pip install onnxruntime)"
+        else:
+            hint = ("the model is malformed or hostile; re-export it (relgate did not load it "
+                    "in-process)")
         raise ModelError(f"{path}: {why}", hint=hint)
 
 
@@ -897,6 +945,12 @@ def make_session(path: str | os.PathLike[str], *, threads: int = 1) -> Any:
         return ort.InferenceSession(str(path), session_options(threads),
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:
+        inherited = inherited_memory_limit_mb()
+        if inherited is not None and (isinstance(exc, MemoryError)
+                                      or any(w in str(exc) for w in _MEMORY_WORDS)):
+            raise ModelError(f"{path}: onnxruntime ran out of memory loading the model under the "
+                             f"inherited address-space limit (ulimit -v) of {inherited} MB",
+                             hint="raise that limit (or lift it) and try again") from None
         raise ModelError(f"{path}: onnxruntime cannot load the model: {_short(exc)}",
                          hint="re-export the model") from None
 

@@ -7,6 +7,10 @@ and promote use.
   in chunks of rows: an uncompressed member is read with ``pread`` straight into a reused
   buffer, a compressed one is decompressed sequentially (or held in memory when it is
   small), so memory stays near one chunk plus the scores whatever the size of the set.
+  A Fortran-order member is read as column strips with ``pread`` when stored, in memory
+  when it is small, and refused when it is compressed and large (its rows cannot be
+  streamed). Declared sizes are exact integers checked against the member before anything
+  is allocated: a header cannot overflow int64 or promise more than the file holds.
 * **Determinism.** onnxruntime runs with fixed settings (``intra_op_num_threads=threads``,
   ``inter_op_num_threads=1``, sequential execution, deterministic compute), so two runs
   with the same threads and batch size give bit-identical scores.
@@ -29,6 +33,7 @@ so a calibration sweep calling :func:`score_dataset` many times pays for them on
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import zipfile
@@ -51,6 +56,8 @@ from relgate.params import DEFAULT_BATCH
 ProgressFn = Callable[[int, int], None]
 SMALL_MEMBER_BYTES = 64 * 1024 * 1024  # compressed members up to this size are held in memory
 MAX_HEADER = 10000
+#: deflate cannot expand data by more than about 1032:1 (a 258-byte match per 2 bits)
+MAX_DEFLATE_RATIO = 1040
 
 _NP_DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(name) for name in (
@@ -114,8 +121,15 @@ class _StreamRows:
         self.fh, self.row_bytes, self.dtype, self.pos = fh, row_bytes, dtype, 0
 
     def read(self, start: int, stop: int, out: np.ndarray) -> tuple[np.ndarray, bool]:
-        if start != self.pos:
+        if start < self.pos:
             raise AssertionError("compressed members are read in order")
+        skip = (start - self.pos) * self.row_bytes  # rows not asked for (a sample) are passed over
+        while skip:
+            data = self.fh.read(min(skip, 16 * 1024 * 1024))
+            if not data:
+                raise DataError("an npz member ended early (truncated file)",
+                                hint="re-create the eval set")
+            skip -= len(data)
         raw = _raw_view(out, stop - start, self.dtype)
         view = raw.data.cast("B")
         got = 0
@@ -128,6 +142,30 @@ class _StreamRows:
             got += len(data)
         self.pos = stop
         return _native(out, stop - start, self.dtype), True
+
+
+class _FortranRows:
+    """Rows of an uncompressed Fortran-order member: one pread per column strip.
+
+    Element ``(i, *r)`` of an ``[N, *rest]`` Fortran-order array lies at flat index
+    ``i + N * t``, ``t`` the Fortran-order index of ``r`` in ``rest``: each strip ``t`` holds
+    the N values of one trailing position, so rows ``[start, stop)`` are one slice per strip.
+    """
+
+    def __init__(self, fd: int, offset: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+        self.fd, self.offset, self.dtype = fd, offset, dtype
+        self.n, self.rest = shape[0], shape[1:]
+        self.strips = math.prod(self.rest)
+
+    def read(self, start: int, stop: int, out: np.ndarray) -> tuple[np.ndarray, bool]:
+        rows = stop - start
+        block = np.empty((self.strips, rows), dtype=self.dtype)
+        size = self.dtype.itemsize
+        for t in range(self.strips):
+            _pread_into(self.fd, block[t], self.offset + (t * self.n + start) * size)
+        part = out[:rows]
+        part[...] = block.reshape((*self.rest[::-1], rows)).T  # converts the byte order too
+        return part, True
 
 
 def _raw_view(out: np.ndarray, rows: int, dtype: np.dtype[Any]) -> np.ndarray:
@@ -166,7 +204,8 @@ class _Member:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        """Exact (Python int): a declared shape must not wrap around in int64."""
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 class EvalData:
@@ -223,6 +262,9 @@ class EvalData:
                 raise DataError(f"{p}: no 'y' (labels) in the eval set; keys: "
                                 + (", ".join(sorted(members)) or "none"),
                                 hint="an eval set holds the model's inputs plus y (0/1 labels)")
+            if len(members["y"].shape) != 1:  # before reading it: a header can declare GiBs
+                raise DataError(f"{p}: y has shape {list(members['y'].shape)}, expected [N]",
+                                hint="labels are one 0/1 value per sample")
             y = _labels(p, _read_whole(p, members["y"]))
         except zipfile.BadZipFile as exc:
             raise DataError(f"{p}: not an .npz file or damaged ({exc})",
@@ -262,7 +304,7 @@ class EvalData:
                     continue
                 m = self._members[name]
                 row_bytes = m.nbytes // m.shape[0] if m.shape and m.shape[0] else 0
-                if m.fortran or (m.data_offset is None and m.nbytes <= SMALL_MEMBER_BYTES):
+                if m.nbytes <= SMALL_MEMBER_BYTES and (m.fortran or m.data_offset is None):
                     assert self.path is not None
                     array = np.ascontiguousarray(_read_whole(self.path, m))
                     if m.data_offset is None:
@@ -272,7 +314,8 @@ class EvalData:
                     if fd is None:
                         fd = os.open(str(self.path), os.O_RDONLY)
                         stack.callback(os.close, fd)
-                    readers[name] = _StoredRows(fd, m.data_offset, row_bytes, m.dtype)
+                    readers[name] = (_FortranRows(fd, m.data_offset, m.shape, m.dtype) if m.fortran
+                                     else _StoredRows(fd, m.data_offset, row_bytes, m.dtype))
                 else:
                     if zf is None:
                         zf = stack.enter_context(zipfile.ZipFile(str(self.path)))
@@ -280,6 +323,52 @@ class EvalData:
                     fh.read(m.header_len)
                     readers[name] = _StreamRows(fh, row_bytes, m.dtype)
             yield readers
+
+    def take(self, names: list[str], indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows at sorted *indices* of the named inputs, in memory (one pass, in order)."""
+        picked = {name: np.empty((len(indices), *self.shapes[name][1][1:]),
+                                 dtype=self.shapes[name][0].newbyteorder("="))
+                  for name in names}
+        with self.rows(names) as readers:
+            for j, i in enumerate(int(v) for v in indices):
+                for name, reader in readers.items():
+                    row = picked[name][j : j + 1]
+                    chunk, _ = _guarded(self.source, name, reader, i, i + 1, row)
+                    row[...] = chunk
+        return picked
+
+    def count_nonfinite(self, names: list[str]) -> dict[str, int]:
+        """NaN and infinite values per named float input (a pass in chunks of about 16 MiB)."""
+        floats = [n for n in names if self.shapes[n][0].kind in "fc"]
+        counts = dict.fromkeys(floats, 0)
+        if not floats:
+            return counts
+        row = max(1, max(self._row_bytes(n) for n in floats))
+        step = max(1, min(self.n, (16 * 1024 * 1024) // row))
+        buffers = {n: np.empty((step, *self.shapes[n][1][1:]),
+                               dtype=self.shapes[n][0].newbyteorder("=")) for n in floats}
+        with self.rows(floats) as readers:
+            for start in range(0, self.n, step):
+                stop = min(self.n, start + step)
+                for name, reader in readers.items():
+                    chunk, _ = _guarded(self.source, name, reader, start, stop, buffers[name])
+                    counts[name] += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+        return counts
+
+    def _row_bytes(self, name: str) -> int:
+        dtype, shape = self.shapes[name]
+        return math.prod(shape[1:]) * dtype.itemsize
+
+
+def _guarded(source: str, name: str, reader: _Rows, start: int, stop: int,
+             out: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``reader.read``, with a damaged member (bad CRC, broken stream) as bad input."""
+    try:
+        return reader.read(start, stop, out)
+    except _DAMAGED as exc:
+        raise DataError(f"{source}: member {name!r} is damaged "
+                        f"({type(exc).__name__}: {_short(exc)})",
+                        hint="re-create the eval set with numpy.savez") from None
 
 
 def _short(exc: object) -> str:
@@ -313,12 +402,26 @@ def _parse_member(p: Path, zf: zipfile.ZipFile, raw: IO[bytes], info: zipfile.Zi
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise DataError(f"{where} has dtype {dtype} (objects and records are not read)",
                         hint="eval sets hold plain numeric arrays; never pickles")
+    if any(int(d) < 0 for d in shape):
+        raise DataError(f"{where}: header declares a negative dimension {list(shape)}",
+                        hint="the file is corrupted; re-create it with numpy.savez")
     member = _Member(key=key, info=info, dtype=dtype, shape=tuple(int(d) for d in shape),
                      fortran=bool(fortran) and len(shape) > 1, header_len=header_len,
                      data_offset=None)
     if info.file_size != header_len + member.nbytes:
         raise DataError(f"{where}: header says {member.nbytes} bytes of data, the member has "
                         f"{info.file_size - header_len}", hint="the file is truncated or corrupted")
+    if info.compress_type == zipfile.ZIP_DEFLATED and \
+            info.file_size > MAX_DEFLATE_RATIO * info.compress_size + 1024:
+        raise DataError(f"{where}: declares {info.file_size} bytes, more than its "
+                        f"{info.compress_size} compressed bytes can hold",
+                        hint="the file is corrupted or hostile; re-create it with numpy.savez")
+    if member.fortran and info.compress_type != zipfile.ZIP_STORED \
+            and member.nbytes > SMALL_MEMBER_BYTES:
+        raise DataError(f"{where}: a compressed Fortran-order array of {member.nbytes} bytes "
+                        "cannot be read in row chunks (its rows are spread over the whole member)",
+                        hint="save it C-contiguous (np.ascontiguousarray) or uncompressed "
+                             "(np.savez)")
     if info.compress_type == zipfile.ZIP_STORED:
         raw.seek(info.header_offset)
         local = raw.read(30)
@@ -498,12 +601,7 @@ class Scorer:
                 m = stop - start
                 feeds: dict[str, np.ndarray] = {}
                 for name, reader in readers.items():
-                    try:
-                        chunk, owned = reader.read(start, stop, buffers[name])
-                    except _DAMAGED as exc:
-                        raise DataError(f"{ev.source}: member {name!r} is damaged "
-                                        f"({type(exc).__name__}: {_short(exc)})",
-                                        hint="re-create the eval set with numpy.savez") from None
+                    chunk, owned = _guarded(ev.source, name, reader, start, stop, buffers[name])
                     if transform and name in floats:
                         work = chunk if owned else buffers[name][:m]
                         # a scale/offset beyond the dtype's range gives inf/NaN inputs (then
@@ -533,6 +631,24 @@ class Scorer:
                 if progress is not None:
                     progress(stop, n)
         return ScoreResult(scores=scores, y=ev.y.copy(), features=features)
+
+    def score_each(self, data: str | os.PathLike[str] | EvalData | Mapping[str, np.ndarray],
+                   rows: np.ndarray, *, scale: float = 1.0, offset: float = 0.0) -> np.ndarray:
+        """Scores of the rows at sorted indices *rows*, each scored on its own (batch of one).
+
+        This is how a deployed model that serves one sample at a time sees them; comparing
+        with :meth:`score` shows whether the scores depend on the rest of the batch. A model
+        with a fixed batch of k gets each row repeated k times, as the padding does.
+        """
+        ev = self.data(data)
+        picked = ev.take(self.input_names, rows)
+        out = np.empty(len(rows), dtype=np.float64)
+        for j, i in enumerate(int(v) for v in rows):
+            one = EvalData(source=f"{ev.source}[{i}]", y=ev.y[i : i + 1],
+                           shapes={k: (v.dtype, (1, *v.shape[1:])) for k, v in picked.items()},
+                           arrays={k: v[j : j + 1] for k, v in picked.items()})
+            out[j] = self.score(one, scale=scale, offset=offset).scores[0]
+        return out
 
     def _run(self, feeds: dict[str, np.ndarray], start: int, stop: int) -> list[np.ndarray]:
         try:
@@ -672,6 +788,47 @@ def score_dataset(
 
     with progress_bar(f"scoring {Path(data_path).name}") as update:
         return scorer.score(data_path, scale=scale, offset=offset, progress=update)
+
+
+def score_each(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    rows: np.ndarray,
+    *,
+    threads: int = 1,
+    batch_size: int = DEFAULT_BATCH,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    positive_index: int | None = None,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    contract: ModelContract | None = None,
+) -> np.ndarray:
+    """The rows at sorted indices *rows* scored one at a time (:meth:`Scorer.score_each`),
+    with the scorer :func:`score_dataset` uses for the same settings."""
+    scorer = get_scorer(model_path, threads=threads, batch_size=batch_size,
+                        input_name=input_name, output_name=output_name,
+                        positive_index=positive_index, contract=contract)
+    return scorer.score_each(data_path, np.asarray(rows), scale=scale, offset=offset)
+
+
+def nonfinite_inputs(
+    model_path: str | os.PathLike[str],
+    data_path: str | os.PathLike[str],
+    *,
+    threads: int = 1,
+    batch_size: int = DEFAULT_BATCH,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    positive_index: int | None = None,
+    contract: ModelContract | None = None,
+) -> dict[str, int]:
+    """NaN and infinite values in each float input the model reads from the eval set (as
+    stored, before any scale/offset): tells bad data apart from a model that makes NaN."""
+    scorer = get_scorer(model_path, threads=threads, batch_size=batch_size,
+                        input_name=input_name, output_name=output_name,
+                        positive_index=positive_index, contract=contract)
+    return scorer.data(data_path).count_nonfinite(scorer.input_names)
 
 
 def write_scores(path: str | os.PathLike[str], result: ScoreResult,

@@ -12,6 +12,17 @@ and its reproduction share one code path.
 Two calibrations are refused outright (exit 2): one fit on the very data being
 validated (its numbers would be optimistic), and one fit for another model.
 
+Two checks of the model itself come before any metric (the report's ``checks``), and a
+model that fails one fails the report whatever the gates say, with every metric left
+undefined so that every gate, here and in promotion's re-evaluation, fails closed:
+
+* **finite outputs**: a NaN or inf score or feature is the model failing (exit 1 with a
+  report), unless the eval set's own inputs hold NaN or inf (bad input, exit 2);
+* **batch independence**: a fixed, seeded sample of rows (32) is scored again one row at a
+  time and must match the batched scores within a tolerance. Deployed models often serve
+  one sample at a time; a score that depends on the rest of its batch (batch statistics,
+  a hostile graph) would be validated on numbers no deployment sees.
+
 The plot helpers at the end turn labels and probabilities into small CSV
 files (ROC, precision-recall, reliability diagram, the scale/offset sweep)
 that ``dvc plots`` renders.
@@ -42,6 +53,10 @@ SCHEMA_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
 MAX_CURVE_POINTS = 1000
 STAT_NAMES = ("auc", "mean_std", "high_corr_frac", "frac_sig")
+#: rows re-scored one at a time to check that a score does not depend on its batch
+BATCH_CHECK_ROWS = 32
+BATCH_ATOL = 1e-5
+BATCH_RTOL = 1e-4
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -211,44 +226,58 @@ def run_validation(
     scale, offset = (1.0, 0.0)
     if calibration is not None:
         scale, offset = float(calibration["input"]["scale"]), float(calibration["input"]["offset"])
-    result = score_dataset(
-        model_path, data_path,
-        threads=params.evaluate.threads, batch_size=params.evaluate.batch_size,
-        input_name=input_name, output_name=output_name, positive_index=positive_index,
-        scale=scale, offset=offset, progress=progress, contract=contract,
-    )
+    scoring: dict[str, Any] = {"threads": params.evaluate.threads, "batch_size": params.evaluate.batch_size,
+                               "input_name": input_name, "output_name": output_name,
+                               "positive_index": positive_index, "contract": contract}
+    result = score_dataset(model_path, data_path, scale=scale, offset=offset, progress=progress,
+                           **scoring)
     scores = np.asarray(result.scores, dtype=np.float64)
     y = np.asarray(result.y).astype(np.int8)
+    boot = params.validate.bootstrap
+    checks, failed = model_checks(model_path, data_path, scores, result.features, seed=boot.seed,
+                                  scale=scale, offset=offset, **scoring)
     if calibration is not None:
-        prob = apply_calibration(scores, calibration)
         thr = float(calibration["threshold"]["value"]) if threshold is None else float(threshold)
     else:
-        prob = uncalibrated_probability(scores, score_is_probability=is_prob)
         thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    if not checks["finite"]["passed"]:
+        prob = np.full(scores.shape, np.nan)  # no probability of a NaN; no plot points either
+    elif calibration is not None:
+        prob = apply_calibration(scores, calibration)
+    else:
+        prob = uncalibrated_probability(scores, score_is_probability=is_prob)
 
-    boot = params.validate.bootstrap
     health_input = result.features if result.features is not None else scores
-    estimates = evaluate_metrics(
-        y, prob, thr, resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
-        ece_bins=params.validate.ece_bins, features=health_input,
-    )
     comparison: dict[str, Any] | None = None
-    if baseline is not None:
-        comparison = compare_with_baseline(
-            baseline, data_path, data_sha, y=y, prob=prob, threshold=thr,
-            features=health_input, params=params, progress=progress,
+    if failed:  # no metric of a model that fails its checks: every gate fails closed
+        from relgate.metrics import ALL_METRICS, MetricEstimate
+
+        why = ("the model outputs NaN or inf" if not checks["finite"]["passed"]
+               else "the model's scores depend on the batch size")
+        estimates = {name: MetricEstimate(value=None, reason=f"not computed: {why}")
+                     for name in ALL_METRICS}
+    else:
+        estimates = evaluate_metrics(
+            y, prob, thr, resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
+            ece_bins=params.validate.ece_bins, features=health_input,
         )
+        if baseline is not None:
+            comparison = compare_with_baseline(
+                baseline, data_path, data_sha, y=y, prob=prob, threshold=thr,
+                features=health_input, params=params, progress=progress,
+            )
     deltas = None if comparison is None else comparison["estimates"]
     verdict = apply_gates(params.gates, estimates, deltas=deltas,
                           baseline_name=None if baseline is None else baseline.name)
+    passed = bool(verdict.passed) and not failed
     metrics = {name: est.to_dict() for name, est in sorted(estimates.items())}
     n_pos = int(np.sum(y == 1))
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": "validation-report",
-        "passed": bool(verdict.passed),
+        "passed": passed,
         "stats": {name: _stat(metrics, name) for name in STAT_NAMES},
-        "reasons": [] if verdict.passed else list(verdict.reasons),
+        "reasons": [] if passed else [*failed, *verdict.reasons],
         "model": {
             "path": model_label or str(model_path),
             "sha256": digest.sha256,
@@ -270,6 +299,7 @@ def run_validation(
             "resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed,
         },
         "gates": verdict.to_dict(),
+        "checks": checks,
         "environment": package_versions(),
     }
     if comparison is not None:
@@ -289,6 +319,76 @@ def validate_model(
     """The validation-report record (schema-valid) for *model_path* on *data_path*."""
     return run_validation(model_path, data_path, params=params, calibration_path=calibration_path,
                           **options).report
+
+
+def model_checks(model_path: Path, data_path: Path, scores: FloatArray, features: Any, *,
+                 seed: int, scale: float, offset: float,
+                 **scoring: Any) -> tuple[dict[str, Any], list[str]]:
+    """The report's ``checks`` block and a sentence per failed check (see the module docstring).
+
+    Non-finite outputs are the model's failure only when the inputs are finite: a NaN or
+    inf in the eval set itself is bad input (DataError, exit 2), found by a second pass
+    over the data that runs only when some output was not finite.
+    """
+    from relgate.scoring import nonfinite_inputs, score_each
+
+    n = int(scores.shape[0])
+    n_nan = int(np.isnan(scores).sum())
+    n_bad = int(scores.size - np.count_nonzero(np.isfinite(scores)))
+    outputs = int(scores.size)
+    if features is not None:
+        feats = np.asarray(features)
+        outputs += int(feats.size)
+        n_nan += int(np.isnan(feats).sum())
+        n_bad += int(feats.size - np.count_nonzero(np.isfinite(feats)))
+    finite = {"outputs": outputs, "nan": n_nan, "inf": n_bad - n_nan, "passed": n_bad == 0}
+    checks: dict[str, Any] = {"finite": finite, "batch": None}
+    if n_bad:
+        bad_inputs = {k: v for k, v in nonfinite_inputs(model_path, data_path, **scoring).items()
+                      if v}
+        if bad_inputs:
+            detail = ", ".join(f"{v} in {k!r}" for k, v in sorted(bad_inputs.items()))
+            raise DataError(f"{data_path}: the eval set holds NaN or infinite input values "
+                            f"({detail})", hint="clean the data: a model is judged on finite inputs")
+        return checks, [f"the model produced {n_bad} non-finite output value(s) ({n_nan} NaN, "
+                        f"{n_bad - n_nan} infinite) on {n} samples of finite inputs; a model "
+                        "that outputs NaN or inf fails"]
+    rows = batch_sample(n, seed=seed)
+    single = score_each(model_path, data_path, rows, scale=scale, offset=offset, **scoring)
+    checks["batch"] = batch_check(scores[rows], single, batch_size=int(scoring["batch_size"]),
+                                  seed=seed)
+    if checks["batch"]["passed"]:
+        return checks, []
+    b = checks["batch"]
+    worst = "non-finite" if b["max_abs_diff"] is None else f"{b['max_abs_diff']:.3g}"
+    return checks, [f"the scores depend on the batch size: {b['mismatched']} of {b['rows']} "
+                    f"sampled rows scored one at a time differ from their batch-of-"
+                    f"{b['batch_size']} scores by up to {worst} (tolerance {BATCH_ATOL:g} + "
+                    f"{BATCH_RTOL:g} x |score|); served one sample at a time, the model would not "
+                    "behave as validated"]
+
+
+def batch_sample(n: int, *, seed: int, rows: int = BATCH_CHECK_ROWS) -> npt.NDArray[np.intp]:
+    """A fixed, seeded, sorted sample of ``min(n, rows)`` distinct row indices."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(n, rows), replace=False)).astype(np.intp)
+
+
+def batch_check(batched: FloatArray, single: FloatArray, *, batch_size: int,
+                seed: int) -> dict[str, Any]:
+    """Compare scores of the same rows scored in batches and one at a time.
+
+    A row passes when ``|single - batched| <= BATCH_ATOL + BATCH_RTOL * |batched|``: wide
+    enough for the float rounding of batched kernels, far below any real dependence on
+    the other rows of a batch. A non-finite single-row score never passes.
+    """
+    diff = np.abs(np.asarray(single, dtype=np.float64) - np.asarray(batched, dtype=np.float64))
+    bad = ~(diff <= BATCH_ATOL + BATCH_RTOL * np.abs(batched))
+    worst = float(diff.max()) if diff.size and bool(np.isfinite(diff).all()) else None
+    return {"rows": int(diff.size), "seed": int(seed), "batch_size": int(batch_size),
+            "max_abs_diff": 0.0 if not diff.size else worst,
+            "tolerance": {"abs": BATCH_ATOL, "rel": BATCH_RTOL},
+            "mismatched": int(bad.sum()), "passed": not bool(bad.any())}
 
 
 def compare_with_baseline(
@@ -545,13 +645,14 @@ def write_plots(
     from relgate.jsonio import atomic_write_bytes
 
     target = Path(folder)
+    keep = np.isfinite(outcome.prob)  # a model with non-finite outputs has no points to plot
+    y, prob = outcome.y[keep], outcome.prob[keep]
     files = {
-        "roc.csv": csv_bytes(("fpr", "tpr", "threshold"), roc_points(outcome.y, outcome.prob)),
-        "pr.csv": csv_bytes(("recall", "precision", "threshold"),
-                            pr_points(outcome.y, outcome.prob)),
+        "roc.csv": csv_bytes(("fpr", "tpr", "threshold"), roc_points(y, prob)),
+        "pr.csv": csv_bytes(("recall", "precision", "threshold"), pr_points(y, prob)),
         "reliability.csv": csv_bytes(
             ("bin", "lower", "upper", "count", "mean_predicted", "fraction_positive"),
-            reliability_bins(outcome.y, outcome.prob, bins),
+            reliability_bins(y, prob, bins),
         ),
     }
     written = []

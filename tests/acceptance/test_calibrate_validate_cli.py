@@ -329,6 +329,11 @@ def test_validate_writes_report_metrics_and_plots(cli, registry) -> None:
     assert len(rel) == 10 and sum(int(r["count"]) for r in rel) == 2000
     assert (plots / "pr.csv").read_text().startswith("recall,precision,threshold\n")
     assert "PASSED" in result.out
+    # the model checks: finite outputs, and 32 sampled rows scored alone equal their batch scores
+    assert report["checks"]["finite"] == {"outputs": 2000, "nan": 0, "inf": 0, "passed": True}
+    assert report["checks"]["batch"]["passed"] is True and report["checks"]["batch"]["rows"] == 32
+    assert report["checks"]["batch"]["batch_size"] == 256
+    assert "finite outputs ok, batch independence ok (32 rows alone vs batch 256" in result.out
 
 
 def test_validate_refuses_a_calibration_fit_on_the_test_split(cli, registry) -> None:

@@ -284,6 +284,39 @@ def test_describe_child_failure() -> None:
         "cannot load it: Fail: bad graph")
 
 
+def test_describe_child_failure_blames_an_inherited_memory_limit_not_the_model() -> None:
+    """Under ulimit -v the probe cannot raise its limit: running out of memory (or failing to
+    import onnxruntime at all) names that limit, never 'cannot load it' (malformed)."""
+    inherited = {"memory_mb": 1028, "inherited_mb": 500}
+    cases = {
+        (3, "MEMORY\n"): "inherited address-space limit (ulimit -v) of 500 MB",
+        (4, "LOAD RuntimeException: std::bad_alloc"): "ran out of the inherited",
+        (4, "LOAD Fail: pthread_create failed: Resource temporarily unavailable"):
+            "ran out of the inherited",
+        (5, "IMPORT ImportError: x.so: failed to map segment from shared object"):
+            "could not start onnxruntime within the inherited",
+        (-signal.SIGABRT, "terminate called after std::bad_alloc"): "ran out of the inherited",
+    }
+    for (code, err), needle in cases.items():
+        why = om.describe_child_failure(code, err, **inherited)
+        assert needle in why and "cannot load it" not in why, (code, err, why)
+    # without an inherited limit the probe's own cap is named, and a real load error stays one
+    assert "its 1028 MB memory limit" in om.describe_child_failure(3, "MEMORY", memory_mb=1028)
+    assert "cannot load it: Fail: bad" in om.describe_child_failure(4, "LOAD Fail: bad",
+                                                                    **inherited)
+    assert "could not import onnxruntime" in om.describe_child_failure(
+        5, "IMPORT ModuleNotFoundError: No module named 'onnxruntime'", memory_mb=9)
+
+
+def test_inherited_memory_limit_is_read_not_changed() -> None:
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    limits = [v for v in before if v != resource.RLIM_INFINITY]
+    assert om.inherited_memory_limit_mb() == (min(limits) // 2**20 if limits else None)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
 def test_normalize_dtype() -> None:
     assert [om.normalize_dtype(d) for d in ("float", "tensor(float)", "FLOAT", "int64",
                                             "tensor(int64)", "double")] == [

@@ -289,3 +289,76 @@ def test_eval_data_reports_shapes(data: dict[str, Path]) -> None:
     ev = EvalData.open(data["wave_z"])
     assert ev.n == N and ev.keys == ["x"]
     assert ev.shapes["x"] == (np.dtype("float32"), (N, 1600))
+
+
+# ---------------------------------------------------------------- Fortran order, samples, NaN
+
+
+@pytest.mark.parametrize("shape", [(11, 5), (9, 3, 4), (6, 2, 3, 2)])
+@pytest.mark.parametrize("dtype", ["<f4", ">f8", "<i8"])
+def test_stored_fortran_members_stream_by_column_strips(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        shape: tuple[int, ...], dtype: str) -> None:
+    """Above SMALL_MEMBER_BYTES a stored Fortran-order member is read with one pread per
+    column strip, in chunks of rows; every row equals numpy's, in native byte order."""
+    rng = np.random.default_rng(7)
+    x = np.asfortranarray((rng.normal(size=shape) * 100).astype(dtype))
+    path = f.write_npz(tmp_path / "f.npz", x=x, y=np.arange(shape[0]) % 2)
+    monkeypatch.setattr(scoring, "SMALL_MEMBER_BYTES", 0)
+    ev = EvalData.open(path)
+    assert ev._members["x"].fortran and ev._members["x"].data_offset is not None
+    got = np.empty_like(x, order="C", dtype=x.dtype.newbyteorder("="))
+    buf = np.empty((4, *shape[1:]), dtype=got.dtype)
+    with ev.rows(["x"]) as readers:
+        for start in range(0, shape[0], 4):
+            stop = min(shape[0], start + 4)
+            chunk, owned = readers["x"].read(start, stop, buf)
+            assert owned
+            got[start:stop] = chunk
+    assert np.array_equal(got, x)
+    rows = np.array([0, 3, shape[0] - 1])
+    assert np.array_equal(ev.take(["x"], rows)["x"], x[rows])
+
+
+def test_take_reads_sampled_rows_from_every_layout(data: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stored, compressed (in memory and streamed, skipping rows), Fortran, big-endian."""
+    want = _load(data["wave"])["x"]
+    rows = np.array([0, 1, 17, 100, N - 1])
+    for name in ("wave", "wave_z", "wave_f", "wave_be"):
+        assert np.array_equal(EvalData.open(data[name]).take(["x"], rows)["x"], want[rows]), name
+    monkeypatch.setattr(scoring, "SMALL_MEMBER_BYTES", 0)
+    for name in ("wave_z", "wave_f"):
+        assert np.array_equal(EvalData.open(data[name]).take(["x"], rows)["x"], want[rows]), name
+
+
+@pytest.mark.parametrize(("model", "dataset"), [("cnn", "wave"), ("tokens", "tokens"),
+                                                ("fixed3", "wave"), ("score_feats", "wave")])
+def test_score_each_scores_every_row_as_a_batch_of_one(models: dict[str, Path],
+                                                       data: dict[str, Path], model: str,
+                                                       dataset: str) -> None:
+    """Equal to onnxruntime run on each row alone (a fixed batch of k: the row repeated)."""
+    arrays = _load(data[dataset])
+    arrays.pop("y")
+    rows = np.array([2, 5, 77, N - 1])
+    got = scoring.score_each(models[model], data[dataset], rows, batch_size=64)
+    if model == "fixed3":
+        feed = {k: np.repeat(v[rows], 3, axis=0) for k, v in arrays.items()}
+        want = _direct(models[model], feed, threads=1, batch=3)[::3, 0]
+    else:
+        want = _direct(models[model], {k: v[rows] for k, v in arrays.items()}, threads=1,
+                       batch=1)[:, 0]
+    assert np.array_equal(got, want.astype(np.float64))
+
+
+def test_count_nonfinite_counts_nan_and_inf_per_float_input(models: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    x = np.zeros((50, 7), np.float32)
+    x[3, 1], x[40, 6], x[41, 0] = np.nan, np.inf, -np.inf
+    toks = np.zeros((50, 2), np.int64)
+    path = f.write_npz(tmp_path / "n.npz", compressed=True, x=x, t=toks, y=np.arange(50) % 2)
+    assert EvalData.open(path).count_nonfinite(["x", "t"]) == {"x": 3}
+    wave, y = f.waveforms(30, seed=4)
+    wave[29, 1599] = np.nan
+    path = f.write_npz(tmp_path / "w.npz", x=wave, y=y)
+    assert scoring.nonfinite_inputs(models["cnn"], path) == {"x": 1}

@@ -114,3 +114,30 @@ def test_flat_metrics_flattens_intervals_and_skips_undefined() -> None:
         "auc": 0.9, "auc_ci_low": 0.85, "auc_ci_high": 0.95, "mean_std": 0.3,
         "threshold": 0.4, "gates_passed": False, "n": 12,
     }
+
+
+# ---------------------------------------------------------------- model checks
+
+
+def test_batch_sample_is_seeded_sorted_distinct_and_capped() -> None:
+    a = validation.batch_sample(10_000, seed=3)
+    assert np.array_equal(a, validation.batch_sample(10_000, seed=3))
+    assert not np.array_equal(a, validation.batch_sample(10_000, seed=4))
+    assert a.size == validation.BATCH_CHECK_ROWS == 32
+    assert np.all(np.diff(a) > 0) and a.min() >= 0 and a.max() < 10_000
+    assert np.array_equal(validation.batch_sample(5, seed=0), np.arange(5))
+
+
+def test_batch_check_tolerates_rounding_and_refuses_dependence() -> None:
+    batched = np.array([0.0, 1.0, -200.0, 3e4])
+    tol = validation.BATCH_ATOL + validation.BATCH_RTOL * np.abs(batched)
+    ok = validation.batch_check(batched, batched + 0.999 * tol, batch_size=256, seed=1)
+    assert ok["passed"] and ok["mismatched"] == 0 and ok["rows"] == 4
+    assert ok["max_abs_diff"] == pytest.approx(float((0.999 * tol).max()))
+    off = validation.batch_check(batched, batched + np.array([0, 0, 1.01, 0]) * tol,
+                                 batch_size=256, seed=1)
+    assert not off["passed"] and off["mismatched"] == 1
+    nan = validation.batch_check(batched, np.array([0.0, np.nan, -200.0, 3e4]), batch_size=8,
+                                 seed=1)
+    assert not nan["passed"] and nan["mismatched"] == 1 and nan["max_abs_diff"] is None
+    assert validation.batch_check(np.zeros(0), np.zeros(0), batch_size=1, seed=0)["passed"]

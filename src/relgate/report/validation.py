@@ -63,6 +63,25 @@ def render_calibration(record: Mapping[str, Any], console: Any, *, out: str | No
         console.print(escape(f"wrote {out}"))
 
 
+def _checks_line(checks: Mapping[str, Any]) -> str:
+    """One line for the model checks: finite outputs, batch independence."""
+    def mark(ok: bool) -> str:
+        return "[green]ok[/green]" if ok else "[red]FAILED[/red]"
+
+    fin = checks["finite"]
+    parts = [f"finite outputs {mark(fin['passed'])}"
+             + ("" if fin["passed"] else f" ({fin['nan']} NaN, {fin['inf']} inf)")]
+    batch = checks.get("batch")
+    if batch is None:
+        parts.append("batch independence not checked")
+    else:
+        diff = batch["max_abs_diff"]
+        shown = "non-finite" if diff is None else f"{diff:.3g}"
+        parts.append(f"batch independence {mark(batch['passed'])} ({batch['rows']} rows alone vs "
+                     f"batch {batch['batch_size']}, max diff {shown})")
+    return "checks: " + ", ".join(parts)
+
+
 def render_validation(report: Mapping[str, Any], console: Any, *, out: str | None = None) -> None:
     """The verdict, metrics with intervals, and one row per gate."""
     from rich.markup import escape
@@ -99,6 +118,9 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
         gates.add_row(escape(f"{r['metric']}{where} {r['op']} {r['bound']:g}"),
                       _num(r["observed"]), mark, escape(r["reason"]))
     console.print(gates)
+    checks = report.get("checks")
+    if checks:
+        console.print(_checks_line(checks))
     for reason in report["reasons"]:
         console.print(f"[red]reason:[/red] {escape(reason)}")
     if out:
