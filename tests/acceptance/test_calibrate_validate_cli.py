@@ -468,7 +468,14 @@ def _bundle(root: Path, name: str, model: Path, calibration: Path | None) -> Pat
     (folder / "release.json").write_text(json.dumps(record))
     from relgate.manifest import write_manifest
 
-    write_manifest(folder)  # a published bundle carries its manifest; baselines must verify
+    manifest = write_manifest(folder)  # a published bundle carries its manifest
+    # and the registry pins its root digest (git-tracked): baselines verify against the pin
+    pin = json.loads((examples / "mirror-with-root-digest.json").read_text())
+    pin.update(name=name, artifacts=record["artifacts"], evidence=record["evidence"],
+               bundle={"path": f"models/core/{name}", "root_digest": manifest.root_digest})
+    schemas.validate(pin, "release")
+    (root / "analysis").mkdir(exist_ok=True)
+    (root / "analysis" / f"release_{name}.json").write_text(json.dumps(pin))
     return folder
 
 
@@ -493,7 +500,7 @@ def test_baseline_from_the_bundle_named_in_params(cli, registry, monkeypatch) ->
     assert result.code == 1 and "does not verify" in result.err and "model.onnx" in result.err
     write_params(registry / "params.yaml", baseline=baseline_block("v9"))
     result = _validate(cli, registry, "--calibration", calib)
-    assert result.code == 2 and "bundle not found" in result.err
+    assert result.code == 1 and "no root digest is pinned" in result.err  # fail closed
 
 
 # ---------------------------------------------------------------- other output kinds

@@ -154,15 +154,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "params": root / "params.yaml"}
 
 
-_PEAK = ("import resource, sys\n"
+# VmHWM is the peak RSS of this process image; ru_maxrss would also count the pytest
+# process the child was forked from (Linux keeps the larger across exec)
+_PEAK = ("import sys\n"
          "from relgate.cli import main\n"
          "code = main(sys.argv[2:])\n"
-         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+         "open(sys.argv[1], 'w').write(hwm.split()[1])\n"
          "sys.exit(code)\n")
 
 
 def _relgate_peak(tmp: Path, *args: object) -> tuple[subprocess.CompletedProcess[str], int]:
-    """Run relgate in a child; its exit, output, and its own peak RSS in MiB."""
+    """Run relgate in a child; its exit, output, and its own peak RSS (VmHWM) in MiB."""
     peak = tmp / "peak.txt"
     proc = subprocess.run([sys.executable, "-c", _PEAK, str(peak), *map(str, args)],
                           capture_output=True, text=True, timeout=600)
