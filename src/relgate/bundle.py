@@ -38,18 +38,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from relgate.errors import InputError, PublishRefused, RelgateError
-from relgate.hashing import byte_progress, parallel_map, sha256_fd
+from relgate.hashing import WriteError, byte_progress, parallel_map, sha256_fd
 from relgate.jsonio import atomic_write_bytes, dumps, fsync_dir, loads_strict
 from relgate.manifest import (
     MANIFEST_NAME,
     EntryProblem,
     FileDigest,
+    Manifest,
     TreeEntry,
     TreeScan,
     build_manifest,
     inspect_manifest,
     open_in_tree,
     open_root,
+    read_manifest,
     read_manifest_bytes,
     scan_tree,
     show_path,
@@ -467,15 +469,22 @@ def publish_bundle(
                     step("renamed")
             if existing is not None and existing.root_digest != manifest.root_digest:
                 raise PublishRefused(
-                    f"{target}: already published with different content (root digest "
+                    f"{target}: already published with different content: "
+                    f"{_differing_files(target, manifest)} (root digest "
                     f"{existing.root_digest[:16]}..., this one {manifest.root_digest[:16]}...)",
-                    hint="published bundles are never rewritten; publish under a new release name",
+                    hint="published bundles are never rewritten, nor taken as this publication: "
+                         "publish under a new release name, or remove a bundle that is not the "
+                         "release by hand after checking it",
                 )
         step("unlocked")
     except OSError as exc:  # disk full, file size limit, I/O error: no partial bundle is left
         where = exc.filename or staging
         state = "published, but not synced to disk" if renamed else "not published"
         raise InputError(f"{target}: {state}: {where}: {exc.strerror or exc}",
+                         hint="check free space, file size limits and permissions, "
+                              "then publish again") from None
+    except WriteError as exc:  # a copy into the staging folder could not be written
+        raise InputError(f"{target}: not published: {exc.message}",
                          hint="check free space, file size limits and permissions, "
                               "then publish again") from None
     finally:
@@ -489,6 +498,17 @@ def publish_bundle(
                           message=f"{target}: published ({len(manifest.files) + 1} files, root "
                                   f"digest {manifest.root_digest})",
                           notes=tuple(notes))
+
+
+def _differing_files(target: Path, manifest: Manifest) -> str:
+    """The files in which the (verified) bundle at *target* differs from *manifest*, in words."""
+    try:
+        have = read_manifest(target / MANIFEST_NAME).files
+    except RelgateError:
+        return "its manifest changed while it was compared"
+    differ = sort_paths(p for p in {*have, *manifest.files} if have.get(p) != manifest.files.get(p))
+    shown = ", ".join(show_path(p) for p in differ[:6])
+    return f"{shown}{f' and {len(differ) - 6} more' if len(differ) > 6 else ''} differ"
 
 
 def _existing_bundle(target: Path, *, workers: int) -> VerifyResult | None:

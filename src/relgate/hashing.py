@@ -136,6 +136,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class WriteError(InputError):
+    """The destination of a copy could not be created or written (disk full, file size limit,
+    permissions): the source is fine. Publication reports it as "not published"."""
+
+
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2) -> Iterator[R]:
     """``map`` over a small thread pool (results in input order, errors re-raised)."""
     items = list(items)
@@ -204,14 +209,21 @@ def byte_progress(progress: bool | ByteSink, sizes: Iterable[int]) -> Iterator[B
         yield sink
 
 
-def copy_and_hash(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> tuple[int, str]:
+def copy_and_hash(src: str | os.PathLike[str] | int,
+                  dst: str | os.PathLike[str]) -> tuple[int, str]:
     """Copy a regular file to a new file *dst* while hashing it: ``(size, sha256)``.
 
-    Each byte is read once and the digest is of exactly the bytes written.
+    Each byte is read once and the digest is of exactly the bytes written, so
+    a copy made this way can be used (evaluated, published) in place of its
+    source without reading the source again: a file swapped or rewritten at
+    the source afterwards cannot change what was hashed. Memory stays at one
+    1 MiB buffer whatever the size (a 4 GB ``.onnx.data`` streams through).
+    *src* is a path, or a descriptor of a regular file already open for
+    reading (read from its offset to EOF; the caller keeps and closes it).
     *dst* must not exist (never overwrites); it is fsynced before returning,
     and removed again if the copy fails.
     """
-    fd_in, _ = open_regular(src)
+    fd_in = src if isinstance(src, int) else open_regular(src)[0]
     try:
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -219,11 +231,15 @@ def copy_and_hash(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> t
         except FileExistsError:
             raise InputError(f"{dst}: already exists", hint="copy into a fresh folder") from None
         except OSError as exc:
-            raise InputError(f"{dst}: cannot create ({exc.strerror})",
+            raise WriteError(f"{dst}: cannot create ({exc.strerror})",
                              hint="check the folder") from None
         try:
             size, hexdigest = _copy_fd(fd_in, fd_out, src, dst)
-            os.fsync(fd_out)
+            try:
+                os.fsync(fd_out)
+            except OSError as exc:
+                raise WriteError(f"{dst}: cannot write ({exc.strerror})",
+                                 hint="check free space and file size limits") from None
         except BaseException:
             os.close(fd_out)
             fd_out = -1
@@ -234,7 +250,8 @@ def copy_and_hash(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> t
             if fd_out >= 0:
                 os.close(fd_out)
     finally:
-        os.close(fd_in)
+        if not isinstance(src, int):
+            os.close(fd_in)
     return size, hexdigest
 
 
@@ -257,6 +274,6 @@ def _copy_fd(fd_in: int, fd_out: int, src: object, dst: object) -> tuple[int, st
             try:
                 written += os.write(fd_out, chunk[written:])
             except OSError as exc:
-                raise InputError(f"{dst}: cannot write ({exc.strerror})",
+                raise WriteError(f"{dst}: cannot write ({exc.strerror})",
                                  hint="check free space and file size limits") from None
         size += n

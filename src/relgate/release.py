@@ -9,11 +9,12 @@ publication itself is atomic (relgate.bundle).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -21,7 +22,7 @@ from typing import Any
 
 from relgate import schemas
 from relgate.errors import GateFailed, InputError, NotReproduced, PublishRefused, RelgateError
-from relgate.jsonio import MAX_JSON_BYTES, dumps, loads_strict, read_capped, read_json, write_json
+from relgate.jsonio import MAX_JSON_BYTES, dumps, loads_strict, read_capped, read_json
 from relgate.manifest import FileDigest, compute_root_digest
 from relgate.params import ArtifactSpec, Params, thaw
 from relgate.provenance import package_versions, platform_string
@@ -106,13 +107,14 @@ def _number(value: Any) -> float | None:
 
 def report_differences(reported: Any, fresh: Any, *, tolerance_for: Callable[[str], float],
                        skip: frozenset[str] | set[str] = frozenset({"environment"}),
-                       path: str = "", limit: int = 5) -> list[str]:
+                       path: str = "", limit: int = 5, sentences: bool = False) -> list[str]:
     """Where a report differs from its re-evaluation: every field, not only the gated metrics.
 
     Floats compare within the tolerance of the metric they belong to (the nearest metric name
     on their key path); integers, strings, booleans and the shape of the record exactly.
-    ``environment`` is not compared (package versions are recorded, not reproduced), nor the
-    ``reason`` sentences, which only restate numbers that are compared.
+    The top-level keys in *skip* are not compared (by default ``environment``: package
+    versions are recorded, not reproduced), nor, unless *sentences*, the ``reason`` sentences,
+    which only restate numbers that are compared.
     """
     out: list[str] = []
 
@@ -121,7 +123,7 @@ def report_differences(reported: Any, fresh: Any, *, tolerance_for: Callable[[st
             return
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
-                if (not where and key in skip) or key in ("reason", "reasons"):
+                if (not where and key in skip) or (not sentences and key in ("reason", "reasons")):
                     continue  # reasons are sentences about numbers that are compared themselves
                 sub = f"{where}.{key}" if where else key
                 name = key if key in _METRIC_NAMES else metric
@@ -146,8 +148,9 @@ def report_differences(reported: Any, fresh: Any, *, tolerance_for: Callable[[st
     return out
 
 
-#: report fields promotion does not compare: the verdict is re-made with the gates in force
-#: (step 4), and package versions are recorded, not reproduced
+#: report fields the evidence comparison leaves out: the verdict is re-made with the gates in
+#: force (step 4), then required to be the report's (``verdict_differences``), like the
+#: environment it was computed in
 _NOT_REPRODUCED = frozenset({"environment", "gates", "passed", "reasons"})
 _METRIC_NAMES = frozenset({"auc", "pr_auc", "f1", "precision", "recall", "accuracy", "specificity",
                            "ece", "brier", "mean_std", "high_corr_frac", "frac_sig"})
@@ -176,53 +179,139 @@ class PromotionResult:
 
 
 def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
-    """Promote ``params.release`` from the registry at *root* (default: the current folder)."""
-    from relgate.bundle import PublishLock, publish_bundle
-    from relgate.gates import apply_gates
-    from relgate.metrics import MetricEstimate
-    from relgate.onnxmodel import model_digest
-    from relgate.validation import baseline_for_params, validate_model
+    """Promote ``params.release`` from the registry at *root* (default: the current folder).
+
+    Every evidence file is read once, by copying it into the private staging folder while
+    hashing it (``_build``); the staged copies are what is checked against the report,
+    re-evaluated and published. "Already published" means the bundle at the target is
+    byte for byte (root digest) the one this promotion builds, and equal to the pin.
+    """
+    from relgate import bundle
 
     root = Path.cwd() if root is None else root
     spec = params.release
     report_path = _inside(root, spec.report, "release.report")
-    # Evidence files are read once: the bytes hashed are the bytes published.
     report_bytes = read_capped(report_path, max_bytes=MAX_JSON_BYTES, what="validation report")
     report = loads_strict(report_bytes, source=str(report_path))
     schemas.validate(report, "validation-report", source=str(report_path))
+    sources = _Sources(
+        model=_inside(root, spec.promoted.path, "release.promoted.path"),
+        data=_inside(root, spec.data, "release.data"),
+        calibration=(_inside(root, spec.calibration, "release.calibration")
+                     if report.get("calibration") is not None else None),
+        variants=tuple(_inside(root, v.path, f"artifact {v.path}") for v in spec.variants),
+    )
+    target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
+    mirror_path = root / "analysis" / f"release_{spec.name}.json"
+    pinned = _read_pin(mirror_path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{target.parent}: cannot create ({exc.strerror})",
+                         hint="release.core_dir must be a writable folder") from None
+    built: list[_Built] = []
+
+    def build(staging: Path) -> dict[str, FileDigest]:
+        built.append(_build(params, root=root, staging=staging, sources=sources, report=report,
+                            report_bytes=report_bytes, pinned=pinned, mirror_path=mirror_path))
+        return dict(built[-1].files)
+
+    outcome = bundle.publish_bundle(target, build)
+    done = built[-1]
+    if pinned is None:  # a release reproduced from its pin keeps its original publication record
+        _write_pin(mirror_path, _mirror(done.record, root=root, bundle_path=f"{spec.core_dir}/{spec.name}",
+                                        root_digest=outcome.root_digest))
+    message = outcome.message if outcome.created else (
+        f"{target}: already published with identical content; nothing to do")
+    return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
+                           created=outcome.created, message=message, gates=done.verdict,
+                           reproduced=done.reproductions)
+
+
+#: inside the staging folder, the copies of evidence that is not published (the test split);
+#: removed before the manifest is built
+EVIDENCE_DIR = ".relgate-evidence"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Sources:
+    """The evidence files, by their path in the registry (each is read once, by ``_build``)."""
+
+    model: Path
+    data: Path
+    calibration: Path | None
+    variants: tuple[Path, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Built:
+    """A staging folder filled and judged: its files' digests and what promotion decided."""
+
+    files: Mapping[str, FileDigest]
+    record: Mapping[str, Any]
+    verdict: Mapping[str, Any]
+    reproductions: tuple[Reproduction, ...]
+
+
+def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
+           report: Mapping[str, Any], report_bytes: bytes, pinned: Mapping[str, Any] | None,
+           mirror_path: Path) -> _Built:
+    """Steps 2-5 of DESIGN.md "Promotion", inside the private staging folder.
+
+    Each evidence file is copied in once, hashed while copying; the copies are checked
+    against the report, re-evaluated, judged and (the test split aside) published as they
+    are. Nothing is read by its registry path again, so a file swapped there mid-promotion
+    changes nothing: what was hashed is what is evaluated and published.
+    """
+    from relgate import hashing
+    from relgate.gates import apply_gates
+    from relgate.metrics import MetricEstimate
+    from relgate.validation import baseline_for_params, validate_model
+
+    spec = params.release
+    files: dict[str, FileDigest] = {}
 
     # 2. the evidence must be the files we have now, byte for byte
-    promoted_path = _inside(root, spec.promoted.path, "release.promoted.path")
-    data_path = _inside(root, spec.data, "release.data")
-    digest = model_digest(promoted_path)
+    model = staging / spec.promoted.path
+    digest = _stage_model(sources.model, model)
+    files.update(_bundle_files(spec.promoted.path, digest))
+    evidence = staging / EVIDENCE_DIR
+    evidence.mkdir()
+    data = evidence / sources.data.name
+    _, data_sha = hashing.copy_and_hash(sources.data, data)
+    calibration: Path | None = None
+    calibration_sha: str | None = None
+    if sources.calibration is not None:
+        calibration_bytes = read_capped(sources.calibration, max_bytes=MAX_JSON_BYTES,
+                                        what="calibration")
+        calibration = staging / CALIBRATION_FILE
+        files[CALIBRATION_FILE] = _write_new(calibration, calibration_bytes)
+        calibration_sha = files[CALIBRATION_FILE].sha256
+    files[REPORT_FILE] = _write_new(staging / REPORT_FILE, report_bytes)
     problems = []
     if digest.sha256 != report["model"]["sha256"]:
         problems.append(f"{spec.promoted.path} changed after validation (sha256 {digest.sha256[:12]}… "
                         f"!= report {report['model']['sha256'][:12]}…)")
-    data_sha = _sha256(data_path)
     if data_sha != report["data"]["sha256"]:
         problems.append(f"{spec.data} is not the data the report was computed on")
-    calibration_path: Path | None = None
-    calibration_bytes: bytes | None = None
-    if report.get("calibration") is not None:
-        calibration_path = _inside(root, spec.calibration, "release.calibration")
-        calibration_bytes = read_capped(calibration_path, max_bytes=MAX_JSON_BYTES,
-                                        what="calibration")
-        if _digest(calibration_bytes) != report["calibration"]["sha256"]:
-            problems.append(f"{spec.calibration} changed after validation")
+    if calibration_sha is not None and calibration_sha != report["calibration"]["sha256"]:
+        problems.append(f"{spec.calibration} changed after validation")
     if problems:
         raise NotReproduced("evidence does not match the artifacts: " + "; ".join(problems),
                             hint="re-run validation (dvc repro validate) and promote again")
 
-    # 3. re-evaluate with the same code path and compare within tolerance
-    fresh = validate_model(promoted_path, data_path, calibration_path=calibration_path, params=params,
-                           model_label=spec.promoted.path, data_label=spec.data,
-                           calibration_label=None if calibration_path is None else spec.calibration,
-                           baseline=baseline_for_params(params, root=root))
+    # 3. re-evaluate the staged copies with the same code path and compare within tolerance
+    labels = {model: spec.promoted.path, data: spec.data, staging: spec.core_dir}
+    if calibration is not None:
+        labels[calibration] = spec.calibration
+    with _named_as(labels):
+        fresh = validate_model(model, data, calibration_path=calibration, params=params,
+                               model_label=spec.promoted.path, data_label=spec.data,
+                               calibration_label=None if calibration is None else spec.calibration,
+                               baseline=baseline_for_params(params, root=root))
     used = {"model": fresh["model"]["sha256"], "data": fresh["data"]["sha256"],
             "calibration": (fresh.get("calibration") or {}).get("sha256")}
-    checked = {"model": digest.sha256, "data": data_sha,
-               "calibration": None if calibration_bytes is None else _digest(calibration_bytes)}
+    checked = {"model": digest.sha256, "data": data_sha, "calibration": calibration_sha}
     if used != checked:
         changed = ", ".join(k for k in used if used[k] != checked[k])
         raise NotReproduced(f"{changed} changed during promotion (re-evaluated bytes differ from "
@@ -248,110 +337,228 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
         raise GateFailed("gates failed: " + "; ".join(verdict.reasons),
                          hint="the model stays unreleased; improve it or change the gates by review")
 
-    # 5. publish atomically
-    artifacts = [_artifact_record(spec.promoted, digest, fresh["model"]["contract"],
-                                  path=promoted_path)]
-    for variant in spec.variants:
-        path = _inside(root, variant.path, f"artifact {variant.path}")
-        artifacts.append(_artifact_record(variant, model_digest(path), None, path=path))
-    shas = {"report": _digest(report_bytes),
-            "calibration": None if calibration_bytes is None else _digest(calibration_bytes),
-            "data": data_sha}
+    # 5. the rest of the bundle: variants (copied once, like the model), record, card
+    artifacts = [_artifact_record(spec.promoted, digest, fresh["model"]["contract"], path=model)]
+    for variant, source in zip(spec.variants, sources.variants, strict=True):
+        staged = staging / variant.path
+        vdigest = _stage_model(source, staged)
+        files.update(_bundle_files(variant.path, vdigest))
+        artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
+    shas = {"report": files[REPORT_FILE].sha256, "calibration": calibration_sha, "data": data_sha}
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
                              gates=verdict.to_dict(), metrics=fresh["metrics"],
                              reproductions=reproductions)
     schemas.validate(record, "release", source="release record")
-    target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
-
-    def build(staging: Path) -> dict[str, FileDigest]:
-        """Fill the staging folder; return the digests computed while writing (no re-read)."""
-        from relgate.hashing import copy_and_hash
-
-        known: dict[str, FileDigest] = {}
-        for art in artifacts:
-            folder = PurePosixPath(art["path"]).parent
-            src_dir = _inside(root, art["path"], "artifact").parent
-            for f in art["files"]:
-                dst = staging / str(folder) / f["path"]
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                size, sha = copy_and_hash(src_dir / f["path"], dst)
-                if (size, sha) != (f["size"], f["sha256"]):
-                    raise NotReproduced(f"{folder / f['path']} changed while it was being published",
-                                        hint="promote again once nothing writes to the artifacts")
-                known[str(folder / f["path"])] = FileDigest(size=size, sha256=sha)
-        for name, data in generated.items():
-            if data is not None:
-                (staging / name).write_bytes(data)
-                known[name] = FileDigest(size=len(data), sha256=_digest(data))
-        return known
-
-    content = _content_identity(artifacts, shas)
     from relgate.report.card import model_card
 
-    generated = {REPORT_FILE: report_bytes, CALIBRATION_FILE: calibration_bytes,
-                 RELEASE_FILE: dumps(record), CARD_FILE: model_card(record).encode("utf-8")}
-    expected = _expected_root_digest(artifacts, generated)
-    bundle_path = f"{spec.core_dir}/{spec.name}"
-    mirror_path = root / "analysis" / f"release_{spec.name}.json"
-    pinned = _read_pin(mirror_path)
+    files[RELEASE_FILE] = _write_new(staging / RELEASE_FILE, dumps(record))
+    files[CARD_FILE] = _write_new(staging / CARD_FILE, model_card(record).encode("utf-8"))
+    from relgate.bundle import force_rmtree
+
+    force_rmtree(evidence)  # the test split is evidence, not part of the bundle
+
+    # a name is bound to one bundle: a pinned release is rebuilt byte for byte or refused
+    expected = compute_root_digest(files)
     if pinned is not None and pinned["bundle"]["root_digest"] != expected:
-        raise PublishRefused(_pin_mismatch(spec.name, mirror_path, pinned, content, record),
-                             hint="a release never changes: publish under a new release.name")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{target.parent}: cannot create ({exc.strerror})",
-                         hint="release.core_dir must be a writable folder") from None
-    with PublishLock(target.parent, target.name):  # also clears a lock left by a dead promoter
-        done = _already_published(target, content)
-    if done is None:
-        try:
-            outcome = publish_bundle(target, build)
-        except PublishRefused:
-            done = _already_published(target, content)  # a concurrent promoter of the same content won
-            if done is None:
-                raise
-    if done is not None:
-        if pinned is None:
-            _restore_mirror(root, spec.name, spec.core_dir, target, done)
-        return PromotionResult(name=spec.name, path=target, root_digest=done, created=False,
-                               message=f"{target}: already published with identical content; nothing to do",
-                               gates=verdict.to_dict(), reproduced=tuple(reproductions))
-    if pinned is None:  # a release reproduced from its pin keeps its original publication record
-        write_json(mirror_path, _mirror(record, root=root, bundle_path=bundle_path,
-                                        root_digest=outcome.root_digest))
-    return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
-                           created=outcome.created, message=outcome.message, gates=verdict.to_dict(),
-                           reproduced=tuple(reproductions))
+        raise PublishRefused(_pin_mismatch(spec.name, mirror_path, pinned, files),
+                             hint=f"a release never changes: pull the released bundle from the "
+                                  f"registry's remote (dvc pull {spec.core_dir}) instead of "
+                                  "rebuilding it here, or publish under a new release.name")
+    # the report is published as written: its verdict and environment must be the re-computed ones
+    lies = verdict_differences(report, fresh, tolerance_for=spec.tolerance_for)
+    if lies:
+        raise NotReproduced(
+            "the validation report's verdict, gates or environment are not the ones promote "
+            "re-computed, and the report is published as written: " + "; ".join(lies),
+            hint="re-run validation with the params in force, on this machine (dvc repro "
+                 "validate), then promote")
+    return _Built(files=files, record=record, verdict=verdict.to_dict(),
+                  reproductions=tuple(reproductions))
 
 
-def _restore_mirror(root: Path, name: str, core_dir: str, target: Path, root_digest: str) -> None:
-    """Write analysis/release_<name>.json from the verified bundle when it is missing.
+def verdict_differences(report: Mapping[str, Any], fresh: Mapping[str, Any], *,
+                        tolerance_for: Callable[[str], float]) -> list[str]:
+    """Where the report's ``passed``, ``reasons``, ``gates`` and ``environment`` differ from the
+    re-computed ones (reason sentences included, compared exactly).
 
-    The mirror is the root digest pinned in git; a promoter killed (or out of disk)
-    between the rename and the mirror must not leave a release that no record pins.
+    Promotion publishes the validation report byte for byte (the bundle must rebuild to the
+    same bytes from the same evidence, so it cannot hold a report re-computed on whichever
+    machine promotes); these fields are therefore required to be the ones it re-computes.
     """
-    mirror_path = root / "analysis" / f"release_{name}.json"
-    if os.path.lexists(mirror_path):
-        return
-    record = read_json(target / RELEASE_FILE)
-    mirror = _mirror(record, root=root, bundle_path=f"{core_dir}/{name}", root_digest=root_digest)
-    schemas.validate(mirror, "release", source=str(target / RELEASE_FILE))
-    write_json(mirror_path, mirror)
+    pick = ("passed", "reasons", "gates", "environment")
+    return report_differences({k: report[k] for k in pick if k in report},
+                              {k: fresh[k] for k in pick if k in fresh},
+                              tolerance_for=tolerance_for, skip=frozenset(), sentences=True)
 
 
-def _expected_root_digest(artifacts: list[dict[str, Any]],
-                          generated: Mapping[str, bytes | None]) -> str:
-    """The root digest the bundle will have, from digests already known (nothing re-read)."""
-    files = {}
-    for art in artifacts:
-        folder = PurePosixPath(art["path"]).parent
-        for f in art["files"]:
-            files[str(folder / f["path"])] = FileDigest(size=f["size"], sha256=f["sha256"])
-    for name, data in generated.items():
-        if data is not None:
-            files[name] = FileDigest(size=len(data), sha256=_digest(data))
-    return compute_root_digest(files)
+@contextlib.contextmanager
+def _named_as(labels: Mapping[Path, str]) -> Iterator[None]:
+    """Errors raised inside name the registry's files, not their private staged copies."""
+    try:
+        yield
+    except RelgateError as exc:
+        message = exc.message
+        for staged, label in sorted(labels.items(), key=lambda kv: -len(str(kv[0]))):
+            message = message.replace(str(staged), label)
+        if message == exc.message:
+            raise
+        raise type(exc)(message, hint=exc.hint) from None
+
+
+def _bundle_files(art_path: str, digest: Any) -> dict[str, FileDigest]:
+    """The bundle paths and digests of a model's files (``art_path`` is the .onnx's path)."""
+    folder = PurePosixPath(art_path).parent
+    return {str(folder / f.path): FileDigest(size=f.size, sha256=f.sha256) for f in digest.files}
+
+
+def _write_new(path: Path, data: bytes) -> FileDigest:
+    """Write *data* to a new file (never over one); its digest, from the bytes in hand."""
+    with open(path, "xb") as fh:
+        fh.write(data)
+    return FileDigest(size=len(data), sha256=_digest(data))
+
+
+def _stage_model(src: Path, dst: Path) -> Any:
+    """Copy a model and its external data files to *dst*, hashing while copying: its ModelDigest.
+
+    The .onnx is read once, by the copy; the external data locations are read from the copy;
+    each data file is then read once, from the model's folder, through no symlink (every
+    component opened with O_NOFOLLOW), and only as a single-link regular file. The ONNX
+    confinement checks (locations, offsets, lengths) then run on the staged copies, which
+    nobody else can write, and must find exactly the files that were copied.
+    """
+    from relgate import hashing
+    from relgate.errors import ModelError
+    from relgate.manifest import open_root
+    from relgate.onnxmodel import FileEntry, ModelDigest, external_data_files
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    size, sha = hashing.copy_and_hash(src, dst)
+    entries = {dst.name: FileEntry(path=dst.name, size=size, sha256=sha)}
+    locations = [rel for rel in _external_locations(dst, shown=src) if rel != dst.name]
+    if locations:
+        dir_fd = open_root(src.parent)
+        try:
+            for rel in sorted(set(locations)):
+                entries[rel] = _stage_external(dir_fd, src, rel, dst.parent / rel)
+        finally:
+            os.close(dir_fd)
+    with _named_as({dst: str(src)}):
+        found = {e.path for e in external_data_files(dst)} | {dst.name}
+    if found != set(entries):
+        raise ModelError(f"{src}: its external data files ({', '.join(sorted(found))}) are not the "
+                         f"ones copied ({', '.join(sorted(entries))})", hint="re-export the model")
+    files = tuple(sorted(entries.values(), key=lambda e: e.path))
+    return ModelDigest(sha256=_model_sha256(files), files=files)
+
+
+def _external_locations(model: Path, *, shown: Path) -> list[str]:
+    """The external data locations a staged .onnx names, as plain paths relative to its folder."""
+    import onnx
+
+    from relgate.errors import ModelError
+    from relgate.onnxmodel import _external_info, _iter_tensors, _load_proto, _model_file
+
+    with _named_as({model: str(shown)}):
+        proto = _load_proto(_model_file(model))
+        try:
+            tensors = list(_iter_tensors(proto))
+        except RecursionError:
+            raise ModelError(f"{shown}: graph nesting too deep",
+                             hint="this is not a reasonable model") from None
+        out = []
+        for t in tensors:
+            if t.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = _external_info(model, t.name or "<unnamed>", t.external_data).get("location", "")
+            parts = [p for p in location.split("/") if p not in ("", ".")]
+            if (not parts or location.startswith("/") or ".." in parts
+                    or any(c in location for c in "\\\x00\n\r") or location[1:2] == ":"):
+                raise ModelError(f"{shown}: tensor {t.name!r} external data location "
+                                 f"{location[:80]!r} is not a plain relative path inside the "
+                                 "model's folder", hint="external data must be a file next to the model")
+            out.append("/".join(parts))
+    return out
+
+
+def _stage_external(dir_fd: int, model: Path, rel: str, dst: Path) -> Any:
+    """Copy one external data file from the model's folder (open *dir_fd*), hashing it."""
+    import errno
+    import stat
+
+    from relgate import hashing
+    from relgate.errors import ModelError
+    from relgate.manifest import open_in_tree
+    from relgate.onnxmodel import FileEntry
+
+    try:
+        fd, st = open_in_tree(dir_fd, rel)
+    except FileNotFoundError:
+        raise ModelError(f"{model}: external data file {rel!r} is missing",
+                         hint="copy the model together with its data file(s) (e.g. model.onnx.data)"
+                         ) from None
+    except OSError as exc:
+        why = ("is or goes through a symlink; refusing to follow it out of the model's folder"
+               if exc.errno in (errno.ELOOP, errno.ENOTDIR) else f"cannot be opened ({exc.strerror})")
+        raise ModelError(f"{model}: external data file {rel!r} {why}",
+                         hint="replace the symlink with the real file") from None
+    try:
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError(f"{model}: external data file {rel!r} is not a regular file",
+                             hint="re-export the model")
+        if st.st_nlink > 1:
+            raise ModelError(f"{model}: external data file {rel!r} is a hard-linked file "
+                             f"({st.st_nlink} links); it may be shared with a file outside the "
+                             "model's folder",
+                             hint="copy the file (cp --no-preserve=links) instead of hard-linking it")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        size, sha = hashing.copy_and_hash(fd, dst)
+    finally:
+        os.close(fd)
+    return FileEntry(path=rel, size=size, sha256=sha)
+
+
+def _model_sha256(files: tuple[Any, ...]) -> str:
+    """The model's sha256 from its files' digests (onnxmodel.model_digest's definition: the
+    file's own sha256 for a single file, else sha256 over ``"<sha256>  <path>\\n"`` lines).
+    The re-evaluation's own digest of the staged copy is compared with it, so a divergence
+    is a refusal, never a pass."""
+    if len(files) == 1:
+        return str(files[0].sha256)
+    text = "".join(f"{f.sha256}  {f.path}\n" for f in files)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_pin(path: Path, mirror: Mapping[str, Any]) -> None:
+    """Write the git-tracked pin once: never over an existing one (another promoter of the
+    same bundle may have written it first; then it must pin the same root digest)."""
+    from relgate.jsonio import write_error
+
+    schemas.validate(mirror, "release", source=str(path))
+    data = dumps(mirror)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            other = _read_pin(path)
+            if other is None or other["bundle"]["root_digest"] != mirror["bundle"]["root_digest"]:
+                raise PublishRefused(f"{path}: pins another root digest than the bundle just "
+                                     "published", hint="inspect both; a release never changes") from None
+        from relgate.jsonio import fsync_dir
+
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _read_pin(mirror_path: Path) -> dict[str, Any] | None:
@@ -366,70 +573,64 @@ def _read_pin(mirror_path: Path) -> dict[str, Any] | None:
     return dict(record)
 
 
-def _pin_mismatch(name: str, mirror_path: Path, pinned: Mapping[str, Any],
-                  content: Mapping[str, str], record: Mapping[str, Any]) -> str:
-    """Why this promotion would not rebuild the pinned bundle, as precisely as the record allows."""
-    base = (f"release {name} already published with root digest "
-            f"{pinned['bundle']['root_digest'][:16]}… ({mirror_path}); this promotion would publish ")
-    pinned_content = _content_identity(
-        list(pinned["artifacts"]),
-        {"report": pinned["evidence"]["validation_report"]["sha256"],
-         "calibration": (pinned["evidence"].get("calibration") or {}).get("sha256")})
-    changed = sorted(k for k in {*content, *pinned_content}
-                     if content.get(k) != pinned_content.get(k))
-    if changed:
-        return base + "different content: " + ", ".join(changed[:6])
-    env = [f"{k} {pinned['provenance']['packages'].get(k)} -> {v}"
-           for k, v in record["provenance"]["packages"].items()
-           if pinned["provenance"]["packages"].get(k) != v]
-    if pinned["provenance"]["platform"] != record["provenance"]["platform"]:
-        env.append(f"platform {pinned['provenance']['platform']} -> {record['provenance']['platform']}")
-    what = "; ".join(env) if env else "params or gates"
-    return base + f"the same artifacts and evidence with another release record ({what})"
+#: what the pin adds to the bundle's release record (``_mirror``), in provenance
+_PUBLICATION_FACTS = ("git_commit", "git_dirty", "dvc_lock_sha256", "environment")
 
 
-def _content_identity(artifacts: list[dict[str, Any]], shas: Mapping[str, str | None]
-                      ) -> dict[str, str]:
-    """sha256 by bundle path of everything but the per-publication files (release.json, README.md).
+def _pinned_bundle_files(pinned: Mapping[str, Any]) -> dict[str, str]:
+    """sha256 by bundle path of the bundle a pin describes, rebuilt from the pin alone."""
+    from relgate.report.card import model_card
 
-    Two promotions of the same artifacts and evidence are "identical content" even
-    though their release records differ in time and commit.
-    """
-    out = {}
-    for art in artifacts:
+    out: dict[str, str] = {}
+    for art in pinned["artifacts"]:
         folder = PurePosixPath(art["path"]).parent
         for f in art["files"]:
             out[str(folder / f["path"])] = f["sha256"]
-    out[REPORT_FILE] = str(shas["report"])
-    if shas["calibration"] is not None:
-        out[CALIBRATION_FILE] = str(shas["calibration"])
+    out[REPORT_FILE] = pinned["evidence"]["validation_report"]["sha256"]
+    if pinned["evidence"].get("calibration") is not None:
+        out[CALIBRATION_FILE] = pinned["evidence"]["calibration"]["sha256"]
+    record = {k: v for k, v in pinned.items() if k not in ("created", "bundle")}
+    record["provenance"] = {k: v for k, v in pinned["provenance"].items()
+                            if k not in _PUBLICATION_FACTS}
+    out[RELEASE_FILE] = _digest(dumps(record))
+    out[CARD_FILE] = _digest(model_card(record).encode("utf-8"))
     return out
 
 
-def _already_published(target: Path, content: Mapping[str, str]) -> str | None:
-    """The root digest of the bundle at *target* if it verifies and holds *content*; None if absent.
+def _pin_mismatch(name: str, mirror_path: Path, pinned: Mapping[str, Any],
+                  files: Mapping[str, FileDigest]) -> str:
+    """Why this promotion would not rebuild the pinned bundle: the files that differ, and the
+    likely cause (this machine against the environment the pin records)."""
+    base = (f"release {name} already published with root digest "
+            f"{pinned['bundle']['root_digest'][:16]}… ({mirror_path}); this promotion would publish ")
+    want = _pinned_bundle_files(pinned)
+    differ = sorted(p for p in {*files, *want} if (files[p].sha256 if p in files else None)
+                    != want.get(p))
+    more = f" (and {len(differ) - 6} more)" if len(differ) > 6 else ""
+    text = base + "different content: " + ", ".join(differ[:6] or ["the same files"]) + more
+    causes = _likely_causes(pinned)
+    return text + ("; likely cause: " + "; ".join(causes) if causes
+                   else "; this machine matches the pinned environment, so the params, gates or "
+                        "evidence changed")
 
-    A folder that exists but does not verify, or verifies with other content, is refused.
-    """
-    from relgate.bundle import verify_bundle
-    from relgate.manifest import read_manifest
 
-    if not os.path.lexists(target):
-        return None
-    try:
-        result = verify_bundle(target)
-    except RelgateError as exc:
-        raise PublishRefused(f"{target} exists but is not a valid bundle ({exc.one_line()})",
-                             hint="never replaced automatically: inspect it and remove it by hand") from None
-    if not result.ok:
-        raise PublishRefused(f"{target} exists but does not verify: " + "; ".join(result.reasons()),
-                             hint="never replaced automatically: inspect it and remove it by hand")
-    files = read_manifest(target / "manifest.json").files
-    have = {p: d.sha256 for p, d in files.items() if p not in (RELEASE_FILE, CARD_FILE)}
-    if have != dict(content):
-        raise PublishRefused(f"{target}: release already published with different content",
-                             hint="published bundles never change; choose a new release.name")
-    return str(result.root_digest)
+def _likely_causes(pinned: Mapping[str, Any]) -> list[str]:
+    """What differs between this machine and the one the pin was built on, most likely first."""
+    from relgate.numeric_env import environment_differences, host_environment
+
+    prov = pinned["provenance"]
+    recorded = prov.get("environment")
+    causes = [] if recorded is None else environment_differences(recorded, host_environment())
+    here = package_versions()
+    for pkg, version in sorted(prov["packages"].items()):
+        if here.get(pkg) != version and not any(c.startswith(f"{pkg} ") for c in causes):
+            causes.append(f"{pkg} {here.get(pkg, 'absent')} here vs {version} pinned")
+    if prov["platform"] != platform_string() and recorded is None:
+        causes.append(f"platform {platform_string()} here vs {prov['platform']} pinned")
+    if recorded is None:
+        causes.append("the pin records no host environment (an older relgate), so the CPUs "
+                      "cannot be compared")
+    return causes
 
 
 def _baseline_deltas(report: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -484,16 +685,22 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
 def _mirror(record: Mapping[str, Any], *, root: Path, bundle_path: str,
             root_digest: str) -> dict[str, Any]:
     """The git-tracked release record: the bundle's record plus when and from what it was
-    published (time, git commit, dirty tree, dvc.lock digest) and the pinned root digest.
+    published (time, git commit, dirty tree, dvc.lock digest), the host environment the
+    bytes were built in (CPU, architecture, numeric pins, package versions), and the pinned
+    root digest.
 
     Those publication facts stay out of the bundle so that the bundle's bytes are a function
     of the evidence alone: promoting the same evidence again, anywhere, rebuilds the same
-    bundle, and its root digest can be checked against the pin.
+    bundle, and its root digest can be checked against the pin. Where it cannot (another
+    CPU or package version changed a float), the recorded environment names the likely cause.
     """
+    from relgate.numeric_env import host_environment
+
     commit, dirty, when = _git_state(root)
     lock = root / "dvc.lock"
     provenance = {**record["provenance"], "git_commit": commit, "git_dirty": dirty,
-                  "dvc_lock_sha256": _sha256(lock) if lock.is_file() else None}
+                  "dvc_lock_sha256": _sha256(lock) if lock.is_file() else None,
+                  "environment": host_environment()}
     return {**record, "created": when, "provenance": provenance,
             "bundle": {"path": bundle_path, "root_digest": root_digest}}
 

@@ -226,3 +226,69 @@ def test_an_edited_ungated_field_of_the_report_is_refused(registry: Path) -> Non
     proc = promote(registry)
     assert proc.returncode == 1 and "data.n: reported" in proc.stderr
     assert not (registry / BUNDLE).exists()
+
+
+def _another_machine(pin: dict) -> None:
+    """Edit a pin as if its bundle had been built on an AMD EPYC with onnxruntime 1.19.2."""
+    pin["provenance"]["environment"]["cpu"] = {"vendor": "AuthenticAMD", "model": "AMD EPYC 7B13",
+                                               "flags": ["avx2"]}
+    pin["provenance"]["environment"]["packages"]["onnxruntime"] = "1.19.2"
+    pin["provenance"]["packages"]["onnxruntime"] = "1.19.2"  # so its release.json differs
+    pin["bundle"]["root_digest"] = "ab" * 32
+
+
+def test_the_pin_records_the_host_environment_the_bundle_does_not(registry: Path) -> None:
+    from relgate.numeric_env import host_environment
+
+    assert promote(registry).returncode == 0
+    pin = read_json(registry / "analysis/release_v1.0.0.json")
+    assert pin["provenance"]["environment"] == host_environment()
+    assert set(pin["provenance"]["environment"]["cpu"]) == {"vendor", "model", "flags"}
+    assert "environment" not in read_json(registry / BUNDLE / "release.json")["provenance"]
+
+
+def test_a_pin_built_on_another_machine_names_the_likely_cause_and_the_ways_out(
+        registry: Path) -> None:
+    """A fresh checkout on another machine cannot rebuild the pinned bytes: the refusal names
+    the files, what differs between the machines, and the two ways out."""
+    import shutil
+
+    assert promote(registry).returncode == 0
+    mirror = registry / "analysis/release_v1.0.0.json"
+    pin = read_json(mirror)
+    _another_machine(pin)
+    write_json(mirror, pin)
+    pinned = mirror.read_bytes()
+    shutil.rmtree(registry / BUNDLE.parent)  # a fresh clone: the bundle lives in the remote
+    proc = promote(registry)
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    assert "different content: README.md, release.json" in line, line
+    assert "CPU differs: pinned on AMD EPYC 7B13 (avx2), this machine" in line, line
+    assert "1.19.2 pinned" in line and "onnxruntime" in line, line
+    assert "dvc pull models/core" in line and "new release.name" in line, line
+    assert mirror.read_bytes() == pinned
+    assert not (registry / BUNDLE).exists()
+
+
+def test_an_old_pin_without_an_environment_still_reads_and_rebuilds(registry: Path) -> None:
+    import shutil
+
+    assert promote(registry).returncode == 0
+    mirror = registry / "analysis/release_v1.0.0.json"
+    pin = read_json(mirror)
+    del pin["provenance"]["environment"]  # as written by relgate before it recorded one
+    write_json(mirror, pin)
+    schemas.validate(pin, "release")
+    shutil.rmtree(registry / BUNDLE.parent)
+    proc = promote(registry)
+    assert proc.returncode == 0, proc.stderr
+    assert verify_bundle(registry / BUNDLE, expected_root_digest=pin["bundle"]["root_digest"]).ok
+    pin["provenance"]["packages"]["onnxruntime"] = "1.19.2"  # now one that does not rebuild
+    pin["bundle"]["root_digest"] = "ab" * 32
+    write_json(mirror, pin)
+    shutil.rmtree(registry / BUNDLE.parent)
+    proc = promote(registry)
+    assert proc.returncode == 1
+    assert "1.19.2 pinned" in proc.stderr and "records no host environment" in proc.stderr

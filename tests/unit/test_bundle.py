@@ -333,8 +333,9 @@ def test_different_content_is_refused_and_the_bundle_is_untouched(tmp_path: Path
     target = tmp_path / "v1"
     first = publish_bundle(target, builder(FILES))
     with pytest.raises(PublishRefused, match="different content") as info:
-        publish_bundle(target, builder({**FILES, "README.md": b"# other\n"}))
+        publish_bundle(target, builder({**FILES, "README.md": b"# other\n", "extra.txt": b"x"}))
     assert info.value.exit_code == 1
+    assert "README.md, extra.txt differ" in info.value.message  # the files, named
     assert verify_bundle(target, expected_root_digest=first.root_digest).ok
     assert leftovers(tmp_path, "v1") == []
 
