@@ -2,7 +2,10 @@
 
 Exit codes are a contract with users and CI (DESIGN.md):
 0 success, 1 a governed "no" (gate failed, evidence did not reproduce, bundle
-does not verify, publication refused), 2 bad input or usage, 130 interrupted.
+does not verify, publication refused), 2 bad input or usage, 3 a bug (an
+exception relgate did not expect), 130 interrupted, 141 the reader closed
+stdout before the output was written (the command itself finished: a
+promotion published in full; stderr says with which code).
 Messages are one line: what is wrong, then how to fix it.
 """
 
@@ -11,7 +14,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a command a closed pipe killed
 
 
 class RelgateError(Exception):

@@ -197,6 +197,15 @@ CASES: dict[str, Case] = {
     "fetch-deep-dvc-lock": lambda r: (["fetch", _git_registry(
         r, None, dvc_lock=b"stages: " + b"[" * 5000 + b"]" * 5000 + b"\n"), "v1.0.0", "-o",
         r / "o"], (2,)),
+    "reproduce-not-a-repo": lambda r: (["reproduce", "--registry", r], (2,)),
+    "reproduce-registry-is-a-file": lambda r: (["reproduce", "--registry", r / "params.yaml"],
+                                               (2,)),
+    "reproduce-rev-option": lambda r: (["reproduce", "--registry", _git_registry(r, b"{}"), "--",
+                                        "--upload-pack=touch pwned"], (2,)),
+    "reproduce-no-dvc-lock": lambda r: (["reproduce", "--registry", _git_registry(r, b"{}")],
+                                        (2,)),
+    "reproduce-deep-dvc-lock": lambda r: (["reproduce", "--registry", _git_registry(
+        r, None, dvc_lock=b"stages: " + b"[" * 5000 + b"]" * 5000 + b"\n")], (2,)),
     "releases-fifo": lambda r: (["releases", make_hostile(r / "hostile/fifo", "fifo")], (2,)),
     "releases-hostile-git-record": lambda r: (["releases", _git_registry(r, b"NaN")], (2,)),
 }
