@@ -81,6 +81,8 @@ class _StdoutGuard:
         view = memoryview(text.encode(self.stream.encoding, self.stream.errors or "strict"))
         while view:
             view = view[binary.write(view):]
+        if getattr(self.stream, "line_buffering", False) and "\n" in text:
+            binary.flush()  # a terminal sees each line at once, as through TextIOWrapper
 
     def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:

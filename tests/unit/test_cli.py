@@ -89,3 +89,21 @@ def test_keyboard_interrupt_exits_130(tmp_path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 130 and "interrupted" in proc.stderr
+
+
+@pytest.mark.parametrize("line_buffering", [True, False])
+def test_stdout_guard_keeps_line_buffering(line_buffering: bool) -> None:
+    """On a terminal stdout is line-buffered: a line written through the guard (which writes
+    to the binary buffer itself) must reach the file at once, as it did before."""
+    import io
+
+    from relgate.cli import _StdoutGuard
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=1 << 16), encoding="utf-8",
+                              line_buffering=line_buffering)
+    guard = _StdoutGuard(stream)
+    guard.write("first line\nsecond")
+    assert raw.getvalue() == (b"first line\nsecond" if line_buffering else b"")
+    guard.flush()
+    assert raw.getvalue() == b"first line\nsecond" and not guard.pipe_closed
