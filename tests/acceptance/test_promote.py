@@ -237,10 +237,12 @@ def _another_machine(pin: dict) -> None:
     pin["bundle"]["root_digest"] = "ab" * 32
 
 
-def test_the_pin_records_the_host_environment_the_bundle_does_not(registry: Path) -> None:
+def test_the_pin_records_the_host_environment_the_bundle_does_not(
+        registry: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     from relgate.numeric_env import host_environment
 
-    assert promote(registry).returncode == 0
+    monkeypatch.chdir(registry)
+    assert cli("promote").code == 0
     pin = read_json(registry / "analysis/release_v1.0.0.json")
     assert pin["provenance"]["environment"] == host_environment()
     assert set(pin["provenance"]["environment"]["cpu"]) == {"vendor", "model", "flags"}
@@ -248,21 +250,22 @@ def test_the_pin_records_the_host_environment_the_bundle_does_not(registry: Path
 
 
 def test_a_pin_built_on_another_machine_names_the_likely_cause_and_the_ways_out(
-        registry: Path) -> None:
+        registry: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh checkout on another machine cannot rebuild the pinned bytes: the refusal names
     the files, what differs between the machines, and the two ways out."""
     import shutil
 
-    assert promote(registry).returncode == 0
+    monkeypatch.chdir(registry)
+    assert cli("promote").code == 0
     mirror = registry / "analysis/release_v1.0.0.json"
     pin = read_json(mirror)
     _another_machine(pin)
     write_json(mirror, pin)
     pinned = mirror.read_bytes()
     shutil.rmtree(registry / BUNDLE.parent)  # a fresh clone: the bundle lives in the remote
-    proc = promote(registry)
-    assert proc.returncode == 1, proc.stderr
-    line = proc.stderr.strip()
+    res = cli("promote")
+    assert res.code == 1, res.err
+    line = res.err.strip()
     assert len(line.splitlines()) == 1, line
     assert "different content: README.md, release.json" in line, line
     assert "CPU differs: pinned on AMD EPYC 7B13 (avx2), this machine" in line, line
@@ -272,23 +275,25 @@ def test_a_pin_built_on_another_machine_names_the_likely_cause_and_the_ways_out(
     assert not (registry / BUNDLE).exists()
 
 
-def test_an_old_pin_without_an_environment_still_reads_and_rebuilds(registry: Path) -> None:
+def test_an_old_pin_without_an_environment_still_reads_and_rebuilds(
+        registry: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    assert promote(registry).returncode == 0
+    monkeypatch.chdir(registry)
+    assert cli("promote").code == 0
     mirror = registry / "analysis/release_v1.0.0.json"
     pin = read_json(mirror)
     del pin["provenance"]["environment"]  # as written by relgate before it recorded one
     write_json(mirror, pin)
     schemas.validate(pin, "release")
     shutil.rmtree(registry / BUNDLE.parent)
-    proc = promote(registry)
-    assert proc.returncode == 0, proc.stderr
+    res = cli("promote")
+    assert res.code == 0, res.err
     assert verify_bundle(registry / BUNDLE, expected_root_digest=pin["bundle"]["root_digest"]).ok
     pin["provenance"]["packages"]["onnxruntime"] = "1.19.2"  # now one that does not rebuild
     pin["bundle"]["root_digest"] = "ab" * 32
     write_json(mirror, pin)
     shutil.rmtree(registry / BUNDLE.parent)
-    proc = promote(registry)
-    assert proc.returncode == 1
-    assert "1.19.2 pinned" in proc.stderr and "records no host environment" in proc.stderr
+    res = cli("promote")
+    assert res.code == 1
+    assert "1.19.2 pinned" in res.err and "records no host environment" in res.err
