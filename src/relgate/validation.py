@@ -87,13 +87,15 @@ class Baseline:
 
 
 def baseline_from_bundle(bundle_dir: str | os.PathLike[str], *,
-                         expected_root_digest: str | None = None) -> Baseline:
+                         expected_root_digest: str | None = None,
+                         expected_name: str | None = None) -> Baseline:
     """The promoted model of a published bundle (``models/core/<release>/``) as a baseline.
 
     The bundle must verify first (against *expected_root_digest* when given, the
     digest pinned outside the bundle): a rewritten previous release must not
     become the yardstick a candidate is compared with. Then the bundle's
-    ``release.json`` gives the promoted artifact's path, sha256 and contract; the
+    ``release.json`` gives the promoted artifact's path, sha256 and contract (and
+    must name *expected_name*, the release the pin was looked up for); the
     bundle's ``calibration.json`` is used when the release shipped one.
     """
     from relgate import schemas
@@ -112,6 +114,10 @@ def baseline_from_bundle(bundle_dir: str | os.PathLike[str], *,
                                  hint="restore the released bundle (dvc pull / dvc checkout)")
     record = read_json(record_path)
     schemas.validate(record, "release", source=str(record_path))
+    if expected_name is not None and record["name"] != expected_name:
+        raise VerificationFailed(f"baseline {folder}: release.json names release "
+                                 f"{record['name']!r}, not {expected_name!r}",
+                                 hint="point --baseline at the bundle of the release it is pinned as")
     promoted = [a for a in record["artifacts"] if a["role"] == "promoted"]
     if len(promoted) != 1:
         raise DataError(f"{record_path}: expected one promoted artifact, found {len(promoted)}",
@@ -129,37 +135,56 @@ def baseline_from_bundle(bundle_dir: str | os.PathLike[str], *,
     )
 
 
-def baseline_for_params(params: Params, *, root: str | os.PathLike[str] | None = None) -> (
-    Baseline | None
-):
+def baseline_for_params(params: Params, *, root: str | os.PathLike[str] | None = None,
+                        pins: str | os.PathLike[str] | None = None) -> Baseline | None:
     """The previous release named by ``gates.baseline.release``, from ``<core_dir>/<release>/``.
 
     None when params name no previous release (then baseline gates fail closed:
     there is nothing to compare with). A named release whose bundle is absent is
-    a DataError: fetch it (``dvc pull``) rather than skip the comparison.
+    a DataError: fetch it (``dvc pull``) rather than skip the comparison. The
+    bundle must verify against the root digest pinned in ``analysis/release_<name>.json``
+    of *pins* (the trusted registry checkout; default *root*, the registry itself):
+    a named release without that pin is refused, never checked against its own manifest.
     """
     spec = params.gates.baseline
     if spec is None or not spec.release:
         return None
     base = Path.cwd() if root is None else Path(root)
+    trusted = base if pins is None else Path(pins)
+    digest = pinned_root_digest(trusted, spec.release, required=True)
     return baseline_from_bundle(base / params.release.core_dir / spec.release,
-                                expected_root_digest=pinned_root_digest(base, spec.release))
+                                expected_root_digest=digest, expected_name=spec.release)
 
 
-def pinned_root_digest(root: Path, release: str) -> str | None:
+def pinned_root_digest(root: Path, release: str, *, required: bool = False) -> str | None:
     """The root digest pinned for *release* in the git-tracked ``analysis/release_<name>.json``.
 
-    None when the registry has no such record (then only the bundle's own manifest is checked).
+    None when the registry has no such record (then only the bundle's own manifest can
+    be checked); with *required*, that is a refusal (VerificationFailed, exit 1) instead.
     """
     from relgate import schemas
+    from relgate.errors import VerificationFailed
     from relgate.jsonio import read_json
 
-    path = root / "analysis" / f"release_{release}.json"
+    path = Path(root) / "analysis" / f"release_{release}.json"
     if not path.is_file():
+        if required:
+            raise VerificationFailed(
+                f"baseline {release!r}: no root digest is pinned for it ({path} not found), "
+                "so its bundle cannot be verified",
+                hint="compare only with a release the trusted registry pins "
+                     "(analysis/release_<name>.json, written by relgate promote)")
         return None
     record = read_json(path)
     schemas.validate(record, "release", source=str(path))
+    if record["name"] != release:
+        raise VerificationFailed(f"{path}: names release {record['name']!r}, not {release!r}",
+                                 hint="the record's file name and its name field must agree")
     bundle = record.get("bundle")
+    if bundle is None and required:
+        raise VerificationFailed(f"{path}: records no bundle.root_digest for release {release!r}, "
+                                 "so its bundle cannot be verified",
+                                 hint="promote the release again to record its root digest")
     return None if bundle is None else str(bundle["root_digest"])
 
 

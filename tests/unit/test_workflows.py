@@ -305,7 +305,11 @@ def test_release_gate_judges_with_the_base_branch_code_and_params() -> None:
     assert "python -m pip install --quiet ." in install["run"]
     judged = step_named(path, "Re-validate the candidate")
     assert 'params="$GITHUB_WORKSPACE/params.yaml"' in judged["run"]
-    assert '--baseline-root-digest "$pin"' in judged["run"]
+    # baselines, the test split and the calibration's fit split: checked against what the
+    # base checkout pins, never against the candidate's own files (tests/adversarial/
+    # test_attacks_judge.py runs this step against forged uploads)
+    assert '--pins "$GITHUB_WORKSPACE"' in judged["run"]
+    assert "--baseline-root-digest" not in judged["run"]
     gate = step_named(path, "Gate with")
     assert gate["run"].rstrip().endswith(
         '"$JUDGE" gate "$RUNNER_TEMP/judged-report.json" --params params.yaml')
@@ -316,6 +320,8 @@ def test_release_gate_judges_with_the_base_branch_code_and_params() -> None:
     assert "dvc repro validate" in step_named(path, "Reproduce")["run"]
     (upload,) = uses_of(path, "actions/upload-artifact@")
     assert upload["with"]["name"] == "candidate"
+    # the split the calibration was fit on travels too, so the judge can check its pin
+    assert {"data/test.npz", "data/val.npz"} <= set(upload["with"]["path"].split())
     (download,) = uses_of(path, "actions/download-artifact@")
     assert download["with"]["name"] == "candidate"
 
@@ -492,3 +498,24 @@ def test_action_refuses_an_unknown_command(tmp_path: Path) -> None:
     })
     assert proc.returncode == 2
     assert "::error title=relgate::input 'command' must be gate, verify or report" in proc.stdout
+
+
+def test_the_tag_publish_writes_is_the_pin_fetch_reads(origin_and_clone: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    """When a commit has no release record, relgate fetch verifies against the digest in the
+    annotated tag: the line publish.yml's tag step writes is the one it reads."""
+    from relgate.distribution import pin_from_tag
+
+    origin, clone = origin_and_clone
+    step = step_named(WORKFLOW_DIR / CREDENTIALED_WORKFLOW, "Create the tag")
+    digest = "0123456789abcdef" * 4
+    env = {"TAG": "core@v1.2.0", "RELEASE": "v1.2.0", "ROOT_DIGEST": digest,
+           "GITHUB_TOKEN": "not-a-real-token", "GITHUB_SHA": git("rev-parse", "HEAD", cwd=clone).strip(),
+           "GITHUB_SERVER_URL": "https://github.com"}
+    proc = run_step(step["run"], cwd=clone, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    consumer = tmp_path / "consumer"
+    git("clone", "-q", "--no-checkout", str(origin), str(consumer), cwd=tmp_path)
+    pin = pin_from_tag(consumer, "v1.2.0")
+    assert pin is not None and pin.root_digest == digest
+    assert pin.source == "annotated tag core@v1.2.0"
