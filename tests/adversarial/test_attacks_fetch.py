@@ -18,6 +18,7 @@ answer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -254,7 +255,8 @@ def test_fetches_killed_with_sigkill_are_cleaned_by_the_next(producer: dict[str,
                and time.monotonic() < deadline):
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.8))  # somewhere in the clone or the download
-        os.killpg(proc.pid, signal.SIGKILL)  # the fetch and its git/dvc children
+        with contextlib.suppress(ProcessLookupError):  # (unless it already finished)
+            os.killpg(proc.pid, signal.SIGKILL)  # the fetch and its git/dvc children
         proc.wait(timeout=30)
         landed += any(mine in name for name in leftovers(parent))
         for stray in parent.glob("core*"):  # a kill after the rename leaves a verified bundle
