@@ -97,8 +97,9 @@ _TIMEOUT_S = 3600
 def _run(cmd: Sequence[str], *, cwd: Path | None = None,
          site_cache: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
+        # errors="replace": a tag message or a tool's output that is not UTF-8 is text, not a crash
         return subprocess.run(list(cmd), cwd=cwd, env=_tool_env(site_cache), capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, check=False,
+                              text=True, errors="replace", stdin=subprocess.DEVNULL, check=False,
                               timeout=_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise Refusal(f"{' '.join(cmd[:3])}: no answer within {_TIMEOUT_S} s",

@@ -397,3 +397,17 @@ def test_stale_fetch_folders_of_dead_processes_are_removed_live_ones_kept(tmp_pa
     assert removed == {"dead", "dead-download", "pid-reused"}
     assert len(notes) == 3 and all("which is gone" in n for n in notes)
     assert f"{FETCH_PREFIX}a-file.{host}.{dead.pid}.0.ffff0000" in left
+
+
+def test_a_tag_message_that_is_not_utf8_is_read_not_a_crash(tmp_path: Path) -> None:
+    from relgate.distribution import pin_from_tag
+
+    digest = "cd" * 32
+    repo = _tagged_repo(tmp_path, annotated=False)
+    git("tag", "-d", "core@v1.0.0", cwd=repo)
+    message = tmp_path / "message"
+    message.write_bytes(b"Release \xff\xfe v1.0.0\n\nrelgate-root-digest: " + digest.encode() + b"\n")
+    git("-c", "i18n.commitEncoding=latin-1", "tag", "-a", "-F", str(message), "core@v1.0.0",
+        cwd=repo)
+    pin = pin_from_tag(repo, "v1.0.0")
+    assert pin is not None and pin.root_digest == digest
