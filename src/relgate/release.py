@@ -301,7 +301,7 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
                             hint="re-run validation (dvc repro validate) and promote again")
 
     # 3. re-evaluate the staged copies with the same code path and compare within tolerance
-    labels = {model: spec.promoted.path, data: spec.data, staging: spec.core_dir}
+    labels = {model: spec.promoted.path, data: spec.data}
     if calibration is not None:
         labels[calibration] = spec.calibration
     with _named_as(labels):
@@ -343,7 +343,8 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
         staged = staging / variant.path
         vdigest = _stage_model(source, staged)
         files.update(_bundle_files(variant.path, vdigest))
-        artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
+        with _named_as({staged: variant.path}):
+            artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
     shas = {"report": files[REPORT_FILE].sha256, "calibration": calibration_sha, "data": data_sha}
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
                              gates=verdict.to_dict(), metrics=fresh["metrics"],
@@ -356,6 +357,9 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
     from relgate.bundle import force_rmtree
 
     force_rmtree(evidence)  # the test split is evidence, not part of the bundle
+    if os.path.lexists(evidence):
+        raise InputError(f"{evidence}: cannot remove the staged copy of the test split",
+                         hint="check the folder's permissions, then promote again")
 
     # a name is bound to one bundle: a pinned release is rebuilt byte for byte or refused
     expected = compute_root_digest(files)
