@@ -6,8 +6,9 @@ import argparse
 
 from relgate.errors import EXIT_OK, EXIT_REFUSED
 
-HELP = ("download a release's core bundle with dvc get, verify it (and its pinned root digest), "
-        "then move it to -o DIR; nothing is left at DIR unless it verified")
+HELP = ("download a release's core bundle with dvc get, verify it against the root digest git "
+        "pins (the release record at that commit, else the annotated release tag; neither is a "
+        "refusal), then move it to -o DIR; nothing is left at DIR unless it verified")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
