@@ -247,7 +247,15 @@ def _discard_stdout(stream: TextIO) -> None:
 
 
 def entry() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: pins the numeric environment first (relgate.numeric_env).
+
+    numpy and onnxruntime are not loaded yet here, so the pin costs nothing, and a
+    command's numbers (a promotion's re-evaluation, a calibration) do not depend on
+    the caller's thread or CPU-dispatch variables.
+    """
+    from relgate.numeric_env import pin_process
+
+    pin_process()
     sys.exit(main())
 
 

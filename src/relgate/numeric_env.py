@@ -29,19 +29,30 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-#: Environment variables set (overriding the caller's) before numeric libraries load.
-PINNED_ENV: Mapping[str, str] = {
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "COMPATIBLE",
+#: Thread counts: pinned on every machine (summation order follows the thread count).
+THREAD_ENV: Mapping[str, str] = {
     "MKL_NUM_THREADS": "1",
     "MKL_DYNAMIC": "FALSE",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+#: CPU code paths: pinned on x86-64 machines with AVX2 and FMA (x86-64-v3), the floor the
+#: reference pipeline supports. Elsewhere (ARM, older x86) these names mean nothing or make
+#: numpy refuse to load, so only the threads are pinned and bytes are not expected to match.
+X86_64_V3_ENV: Mapping[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "COMPATIBLE",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "DNNL_MAX_CPU_ISA": "AVX2",
     "NPY_ENABLE_CPU_FEATURES": "X86_V3",
     "OPENBLAS_CORETYPE": "Haswell",
-    "OPENBLAS_NUM_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
 }
+
+
+def _is_x86_64_v3(flags: set[str]) -> bool:
+    return platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= flags
+
 
 #: Variables that change numeric code paths and have no pinned value: removed.
 CLEARED_ENV: tuple[str, ...] = (
@@ -66,6 +77,27 @@ NUMERIC_FLAGS: tuple[str, ...] = (
     "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
     "asimd", "sve", "sve2",
 )
+
+
+def _host_pins() -> dict[str, str]:
+    flags = set(_cpu_flags())
+    return {**THREAD_ENV, **(X86_64_V3_ENV if _is_x86_64_v3(flags) else {})}
+
+
+def _cpu_flags(path: str = "/proc/cpuinfo") -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return value.split()
+    except OSError:
+        pass
+    return []
+
+
+#: What this machine pins: the threads everywhere, the CPU code paths on x86-64-v3.
+PINNED_ENV: Mapping[str, str] = _host_pins()
 
 
 def pinned_settings() -> dict[str, Any]:

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from relgate.errors import InputError
+from relgate.jsonio import read_capped
 
 #: verdicts of one output
 IDENTICAL, WITHIN, DIFFERS, MISSING, NOT_RUN = (
@@ -47,6 +48,7 @@ IDENTICAL, WITHIN, DIFFERS, MISSING, NOT_RUN = (
 _OK_VERDICTS = (IDENTICAL, WITHIN)
 _NUMERIC_SUFFIXES = (".json", ".csv")
 _MAX_COMPARED_BYTES = 64 * 1024 * 1024
+_MAX_LOCK_BYTES = 16 * 1024 * 1024
 _CLONE_PREFIX = "relgate-reproduce-"
 _RUNNING_STAGE = re.compile(r"^Running stage '([^']+)'")
 
@@ -221,11 +223,11 @@ def _lock_outputs(lock: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
 
 
 def _read_lock(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"{what}: no dvc.lock", hint="run dvc repro and commit dvc.lock first")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{what}: no dvc.lock", hint="run dvc repro and commit dvc.lock first") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        doc = yaml.safe_load(read_capped(path, max_bytes=_MAX_LOCK_BYTES, what="dvc.lock"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
         raise InputError(f"{what}: dvc.lock is not readable ({type(exc).__name__})",
                          hint="restore dvc.lock from git") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("stages"), dict):

@@ -9,6 +9,7 @@ metrics, and a no-op second ``dvc repro``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,10 +38,10 @@ TINY = {
 }
 
 
-def run(*cmd: str, cwd: Path, check: bool = True,
-        timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent),
-                                                 os.environ.get("PATH", "")]),
+def run(*cmd: str, cwd: Path, check: bool = True, timeout: float = 900,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **(env or {}), "PATH": os.pathsep.join([str(Path(sys.executable).parent),
+                                                                os.environ.get("PATH", "")]),
            "PYTHONPATH": str(cwd)}
     proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -113,6 +114,18 @@ def test_tiny_pipeline_runs_every_stage_and_dvc_reads_its_outputs(tmp_path: Path
     # a params change shows in dvc params diff and re-runs only what depends on it
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-q", "-m", "first run", cwd=root)
+
+    # another machine, as far as one can be emulated here: the caller's environment picks other
+    # CPU code paths and thread counts; relgate reproduce re-runs every stage in a temp clone and
+    # every output, and the rebuilt bundle against its pin, must come out identical
+    other_host = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AUTO", "OMP_NUM_THREADS": "2",
+                  "OPENBLAS_CORETYPE": "Sandybridge", "NPY_ENABLE_CPU_FEATURES": "AVX"}
+    proc = run("relgate", "reproduce", "--json", cwd=root, env=other_host, timeout=1200)
+    result = json.loads(proc.stdout)
+    assert result["passed"] is True, result["problems"]
+    verdicts = {o["path"]: o["verdict"] for o in result["outputs"]}
+    assert set(verdicts.values()) == {"identical"}, verdicts
+    assert "models/core" in verdicts and "models/model.onnx.data" in verdicts
     text = (root / "params.yaml").read_text().replace("resamples: 100", "resamples: 120")
     (root / "params.yaml").write_text(text)
     diff = run("dvc", "params", "diff", cwd=root).stdout
