@@ -194,8 +194,31 @@ def _dispatch(argv: Sequence[str] | None, guard: _StdoutGuard) -> int:
             traceback.print_exc()
         guard.told = _say(f"relgate: error: {_os_error_line(exc)}")
         return EXIT_BAD_INPUT
+    except (MemoryError, ImportError) as exc:
+        if not _out_of_memory(exc):
+            return _internal_error(exc, args.traceback)
+        if args.traceback:
+            traceback.print_exc()
+        limit = _address_space_limit_mb()
+        where = f" under the inherited address-space limit of {limit} MiB (ulimit -v)" if limit else ""
+        guard.told = _say(f"relgate: error: out of memory{where}; raise the limit or free memory")
+        return EXIT_BAD_INPUT
     except Exception as exc:  # a crash is a bug: say so, in one line unless asked
         return _internal_error(exc, args.traceback)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or a native library that could not be mapped for lack of memory."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "failed to map segment" in text \
+        or "Cannot allocate memory" in text
+
+
+def _address_space_limit_mb() -> int | None:
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft // (1024 * 1024)
 
 
 def _internal_error(exc: BaseException, show_trace: bool) -> int:

@@ -350,7 +350,7 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
                              gates=verdict.to_dict(), metrics=fresh["metrics"],
                              reproductions=reproductions)
     schemas.validate(record, "release", source="release record")
-    from relgate.report.card import model_card
+    from relgate.card import model_card
 
     files[RELEASE_FILE] = _write_new(staging / RELEASE_FILE, dumps(record))
     files[CARD_FILE] = _write_new(staging / CARD_FILE, model_card(record).encode("utf-8"))
@@ -583,7 +583,7 @@ _PUBLICATION_FACTS = ("git_commit", "git_dirty", "dvc_lock_sha256", "environment
 
 def _pinned_bundle_files(pinned: Mapping[str, Any]) -> dict[str, str]:
     """sha256 by bundle path of the bundle a pin describes, rebuilt from the pin alone."""
-    from relgate.report.card import model_card
+    from relgate.card import model_card
 
     out: dict[str, str] = {}
     for art in pinned["artifacts"]:

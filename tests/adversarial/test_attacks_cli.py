@@ -220,3 +220,20 @@ def test_a_full_disk_is_bad_input_and_leaves_nothing_half_written(registry: Path
     assert not (registry / "models/core").exists() or not any((registry / "models/core").iterdir())
     assert sorted(p.name for p in (registry / "analysis").iterdir()) == [
         "calibration.json", "validation_report.json"]
+
+
+def test_relgate_itself_under_a_tiny_memory_limit_is_bad_input_not_a_crash(tmp_path: Path) -> None:
+    """Under a `ulimit -v` too small to load onnxruntime, the command says so in one line (exit 2)."""
+    from tests.support.onnx_factory import token_model
+
+    model = token_model(tmp_path)
+
+    def limit() -> None:
+        cap = 64 * 1024 * 1024  # too little to load numpy and onnxruntime
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    proc = subprocess.run([sys.executable, "-m", "relgate", "inspect", str(model)], preexec_fn=limit,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "out of memory under the inherited address-space limit of 64 MiB" in lines[0]
