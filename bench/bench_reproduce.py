@@ -5,7 +5,8 @@ into a temp folder and ``dvc repro --force`` there (its own DVC cache). Ours: ``
 reproduce`` on the same registry, which does that and then compares every output with dvc.lock
 and the released bundle with its pin. Both run interleaved after one warm-up each; the ratio of
 medians is the cost of the comparison and the isolation (target <= 1.15). Peak RSS: the
-reproduce process itself (its children, DVC and the stages, are the same in both).
+largest process of the run, from wait4 (Linux counts the waited-for descendants: DVC and the
+stages, the train stage being the largest).
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ def main() -> None:
         m_ours, m_base = statistics.median(t_ours), statistics.median(t_base)
         print(line("reproduce tiny pipeline", m_ours, m_base, "git clone + dvc repro --force",
                    target=f"<= {TARGET}"))
-        print(f"reproduce tiny pipeline: peak RSS of relgate reproduce {max(rss_ours) / 1024:.0f} MiB "
-              f"(own process; the stages are its children); runs ours {[f'{t:.1f}' for t in t_ours]} "
+        print(f"reproduce tiny pipeline: peak RSS {max(rss_ours) / 1024:.0f} MiB (the largest process "
+              f"of the run, a stage); runs ours {[f'{t:.1f}' for t in t_ours]} "
               f"baseline {[f'{t:.1f}' for t in t_base]} s")
 
 
