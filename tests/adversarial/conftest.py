@@ -86,6 +86,8 @@ HOSTILE_YAML: dict[str, bytes | str] = {
     "merge-key": b"base: &b {x: 1}\nother: {<<: *b}\n",
     "nan": b"schema_version: 1\nseed: .nan\n",
     "yes-no": b"schema_version: 1\nseed: yes\n",
+    "octal-yaml11": b"schema_version: 1\nseed: 0777\n",
+    "sexagesimal": b"schema_version: 1\nseed: 1:30\n",
     "complex-key": b"? [a, b]\n: 1\n",
     "nul": b"seed: 1\x00\n",
     "not-utf8": b"seed: \xff\n",
