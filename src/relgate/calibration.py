@@ -529,29 +529,47 @@ class CalibrationOutcome:
 
     record: dict[str, Any]
     notes: tuple[str, ...] = ()
+    #: doubts about the declared output type (a logit whose values all lie in [0, 1])
+    warnings: tuple[str, ...] = ()
 
 
-def detect_score_is_probability(
-    model_path: str | os.PathLike[str], contract: ModelContract
-) -> bool:
-    """True when the chosen score output is already a probability.
+def score_is_probability(contract: ModelContract) -> bool:
+    """True when the chosen output holds probabilities, as declared or as the graph proves
+    (the contract's ``output_type``); never guessed from names or values."""
+    return contract.output_type in ("probability", "probabilities")
 
-    A two-column probability output (contract score_kind 'probability') is one;
-    so is an output produced directly by a Sigmoid node. Anything else is
-    taken as a raw score (a logit-like value).
-    """
-    if contract.score_kind == "probability":
-        return True
-    if contract.score_kind != "score":
-        return False
-    output = contract.score_output
-    import onnx
 
-    try:
-        proto = onnx.load(str(model_path), load_external_data=False)
-    except Exception:  # the model was already loaded safely; an odd proto is simply "not known"
-        return False
-    return any(node.op_type == "Sigmoid" and output in node.output for node in proto.graph.node)
+def resolve_contract(
+    model_path: str | os.PathLike[str],
+    *,
+    params: Params,
+    input_name: str | None = None,
+    output_name: str | None = None,
+    positive_index: int | None = None,
+    output_type: str | None = None,
+    reducer: str | None = None,
+) -> ModelContract:
+    """The model's contract with its output type settled: declared (flags over ``task:``),
+    else proven by the graph, else a one-line refusal. Multi-class tasks are refused here
+    (exit 2): their evaluation is not available yet. Calibrate and validate both use it."""
+    from relgate.onnxmodel import check_contract, load_contract, require_output_type
+
+    task = params.task
+    multiclass = output_type in ("logits", "probabilities") or (
+        task is not None and task.kind == "multiclass")
+    if multiclass:
+        raise ParamsError(
+            f"{params.source}: the task is multi-class (task.kind: multiclass or output type "
+            f"{output_type or (task.output_type if task else None)!r}); multi-class evaluation "
+            "is not available yet",
+            hint="relgate validates, calibrates and promotes binary classifiers only for now")
+    contract = load_contract(model_path, input_name=input_name, output_name=output_name,
+                             positive_index=positive_index, task=task, output_type=output_type,
+                             reducer=reducer)
+    if params.contract is not None:
+        check_contract(contract, params.contract)
+    require_output_type(contract, model_path)
+    return contract
 
 
 def _float_input(contract: ModelContract) -> tuple[str, bool]:
@@ -571,14 +589,16 @@ def calibrate_model(
     input_name: str | None = None,
     output_name: str | None = None,
     positive_index: int | None = None,
+    output_type: str | None = None,
+    reducer: str | None = None,
     progress: Callable[..., Any] | bool | None = None,
 ) -> CalibrationOutcome:
     """Fit a calibration of *model_path* on *data_path* (the validation split), per params."""
     from relgate import schemas
     from relgate.hashing import sha256_file
-    from relgate.onnxmodel import check_contract, load_contract, model_digest
+    from relgate.onnxmodel import model_digest
     from relgate.provenance import package_versions
-    from relgate.scoring import score_dataset
+    from relgate.scoring import check_output_values, score_dataset
 
     model_path, data_path = Path(model_path), Path(data_path)
     spec = params.calibrate
@@ -588,13 +608,13 @@ def calibrate_model(
     except OSError as exc:
         raise DataError(f"{data_path}: cannot read ({exc.strerror or exc})",
                         hint="check the --data path") from None
-    contract = load_contract(model_path, input_name=input_name, output_name=output_name,
-                             positive_index=positive_index)
-    if params.contract is not None:
-        check_contract(contract, params.contract)
-    is_prob = detect_score_is_probability(model_path, contract)
+    contract = resolve_contract(model_path, params=params, input_name=input_name,
+                                output_name=output_name, positive_index=positive_index,
+                                output_type=output_type, reducer=reducer)
+    is_prob = score_is_probability(contract)
 
     notes: list[str] = []
+    warnings: list[str] = []
     scales, offsets = tuple(spec.scales), tuple(spec.offsets)
     name, is_float = _float_input(contract)
     if not is_float and (scales, offsets) != ((1.0,), (0.0,)):
@@ -613,6 +633,9 @@ def calibrate_model(
                 output_name=output_name, positive_index=positive_index,
                 scale=scale, offset=offset, progress=progress, contract=contract,
             )
+            for w in check_output_values(contract, cache[key], where=model_path):
+                if w not in warnings:
+                    warnings.append(w)
         return cache[key]
 
     first = scored(scales[0], offsets[0])
@@ -641,4 +664,4 @@ def calibrate_model(
         "environment": package_versions(),
     }
     schemas.validate(record, "calibration", source="calibration record")
-    return CalibrationOutcome(record=record, notes=tuple(notes))
+    return CalibrationOutcome(record=record, notes=tuple(notes), warnings=tuple(warnings))

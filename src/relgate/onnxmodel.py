@@ -182,6 +182,13 @@ class ModelContract:
     score_kind: ScoreKind
     positive_index: int | None
     primary_input: str | None = None
+    #: what the output holds (logit, probability, features; None: neither declared nor
+    #: proven), why relgate knows it, a features reducer and a ZipMap's class keys. They
+    #: are not part of the contract record; the validation report records them as task.
+    output_type: str | None = None
+    type_reason: str = ""
+    reducer: str | None = None
+    class_keys: tuple[int | str, ...] | None = None
 
     def input(self, name: str) -> TensorInfo:
         for t in self.inputs:
@@ -205,6 +212,16 @@ class ModelContract:
                     and t.dtype in _FLOAT_DTYPES:
                 return t.name
         return None
+
+    def task_dict(self, kind: str = "binary") -> dict[str, Any]:
+        """The report's ``task`` block: what the output holds and why relgate knows it."""
+        out: dict[str, Any] = {"kind": kind, "output": self.score_output,
+                               "output_type": self.output_type, "reason": self.type_reason}
+        if self.reducer is not None:
+            out["reducer"] = self.reducer
+        if self.class_keys is not None:
+            out["class_keys"] = list(self.class_keys)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The record that ``common.schema.json#/$defs/contract`` describes."""
@@ -555,7 +572,9 @@ def _proba_like(t: TensorInfo) -> bool:
 
 
 def _kind_of(t: TensorInfo, positive_index: int | None) -> ScoreKind:
-    """How to read a score out of an output the user named."""
+    """How to read a score out of an output the user named (its shape only)."""
+    if _zipmap_like(t):
+        return "probability"
     if _score_like(t) or (t.shape is None and positive_index is None):
         return "score"
     if _is_features_name(t.name) and t.rank == 2:
@@ -563,8 +582,14 @@ def _kind_of(t: TensorInfo, positive_index: int | None) -> ScoreKind:
     return "probability"
 
 
+def _zipmap_like(t: TensorInfo) -> bool:
+    """A ``sequence(map(key, float))`` output: what skl2onnx's ZipMap returns."""
+    return t.dtype.startswith("sequence(map(") and "float" in t.dtype
+
+
 def _pick_output(outputs: tuple[TensorInfo, ...], where: str) -> tuple[TensorInfo, ScoreKind]:
-    """Auto-pick the score output: score-like, else [N, 2] probability, else features."""
+    """Auto-pick the score output: score-like, else [N, 2] probability or a ZipMap, else
+    features. This picks which output to read, never what its values mean (the type)."""
     def by_name(cands: list[TensorInfo], *words: str) -> TensorInfo | None:
         for w in words:
             for t in cands:
@@ -575,7 +600,7 @@ def _pick_output(outputs: tuple[TensorInfo, ...], where: str) -> tuple[TensorInf
     pick = by_name([t for t in outputs if _score_like(t)], "score", "logit", "prob")
     if pick is not None:
         return pick, "score"
-    pick = by_name([t for t in outputs if _proba_like(t)], "prob")
+    pick = by_name([t for t in outputs if _proba_like(t) or _zipmap_like(t)], "prob")
     if pick is not None:
         return pick, "probability"
     feats = [t for t in outputs if _is_features_name(t.name) and t.rank == 2
@@ -584,10 +609,101 @@ def _pick_output(outputs: tuple[TensorInfo, ...], where: str) -> tuple[TensorInf
         return feats[0], "features"
     listed = ", ".join(t.describe() for t in outputs) or "none"
     raise ModelError(
-        f"{where}: no output looks like a score ([N] or [N, 1]), a probability ([N, 2]) "
-        f"or features ([N, D]); outputs: {listed}",
-        hint="choose one with --output NAME (and --positive-index I for a probability column)",
+        f"{where}: no output looks like a score ([N] or [N, 1]), a probability ([N, 2] or a "
+        f"ZipMap) or features ([N, D]); outputs: {listed}",
+        hint="choose one with --output NAME (or task.output in params.yaml)",
     )
+
+
+# ---------------------------------------------------------------- what the output means
+
+#: ops that pass values through unchanged (a probability stays one)
+_PASS_THROUGH = frozenset({"Identity", "Cast", "Squeeze", "Unsqueeze", "Reshape", "Flatten"})
+#: ai.onnx.ml classifiers whose second output is a probability matrix under these transforms
+_ML_CLASSIFIERS = frozenset({"LinearClassifier", "TreeEnsembleClassifier", "SVMClassifier"})
+_PROB_TRANSFORMS = frozenset({"LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"})
+BINARY_TYPES = ("logit", "probability", "features")
+REDUCERS = ("mean", "max", "max_abs", "l2", "column")
+
+
+def proven_output_type(model: Any, output: str) -> tuple[str | None, str]:
+    """What the graph proves about *output*: ``("probability", why)`` when a Sigmoid makes it,
+    ``("probabilities", why)`` for a Softmax, a ZipMap or an ai.onnx.ml classifier's
+    probability output; ``(None, why)`` otherwise. Value-preserving ops (Cast, Reshape...)
+    are followed back; nothing else is inferred."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    name, via = output, ""
+    for _ in range(64):
+        node = producers.get(name)
+        if node is None:
+            return None, f"{output!r} is a graph input or initializer{via}"
+        op = node.op_type
+        if op == "Sigmoid":
+            return "probability", f"produced by Sigmoid{via}"
+        if op == "Softmax":
+            return "probabilities", f"produced by Softmax{via}"
+        if op == "ZipMap":
+            return "probabilities", f"produced by ZipMap{via}"
+        if op in _ML_CLASSIFIERS and len(node.output) > 1 and name == node.output[1]:
+            transform = next((a.s.decode("utf-8", "replace") for a in node.attribute
+                              if a.name == "post_transform"), "NONE")
+            if transform in _PROB_TRANSFORMS:
+                return "probabilities", f"produced by {op} (post_transform {transform}){via}"
+            return None, f"produced by {op} (post_transform {transform}){via}"
+        if op in _PASS_THROUGH and node.input:
+            name, via = node.input[0], f" (through {op})" + via
+            continue
+        return None, f"produced by {op}{via}"
+    return None, "produced by a long chain of reshapes"
+
+
+def _zipmap_keys(model: Any, output: str) -> tuple[int | str, ...] | None:
+    """The class keys of the ZipMap node that produces *output*, in their order."""
+    for node in model.graph.node:
+        if node.op_type == "ZipMap" and output in node.output:
+            for a in node.attribute:
+                if a.name == "classlabels_int64s":
+                    return tuple(int(k) for k in a.ints)
+                if a.name == "classlabels_strings":
+                    return tuple(s.decode("utf-8", "replace") for s in a.strings)
+    return None
+
+
+def _declared_type(out: TensorInfo, task: Any, output_type: str | None) -> str | None:
+    """The type declared for *out*: the flag, else ``task.output_type`` when the task names this
+    output (or no output at all)."""
+    if output_type is not None:
+        return output_type
+    if task is None or task.output_type is None:
+        return None
+    if task.output is not None and task.output != out.name:
+        return None  # declared for another output than the one chosen with --output
+    return str(task.output_type)
+
+
+def _positive_column(p: Path, out: TensorInfo, task: Any, keys: tuple[int | str, ...] | None,
+                     index: int | None, width: int | None) -> int | None:
+    """The positive class's column: --positive-index, else task.positive (a column, a ZipMap
+    key or a class name), else 1 for a two-column output (the key 1 for a ZipMap)."""
+    if index is not None:
+        return index
+    positive = None if task is None else task.positive
+    classes = None if task is None else task.classes
+    if isinstance(positive, str) and keys is None:
+        if classes is None or positive not in classes:
+            raise ModelError(f"{p}: task.positive {positive!r} is not a class name",
+                             hint="name a class of task.classes")
+        return list(classes).index(positive)
+    if keys is not None:
+        want: int | str = 1 if positive is None else positive
+        if want not in keys:
+            raise ModelError(f"{p}: the ZipMap output {out.name!r} has class keys "
+                             f"{list(keys)}, not the positive key {want!r}",
+                             hint="set task.positive to the positive class's key")
+        return keys.index(want)
+    if positive is not None:
+        return int(positive)
+    return 1 if width in (2, None) else None
 
 
 def load_contract(
@@ -596,12 +712,18 @@ def load_contract(
     input_name: str | None = None,
     output_name: str | None = None,
     positive_index: int | None = None,
+    task: Any = None,
+    output_type: str | None = None,
+    reducer: str | None = None,
 ) -> ModelContract:
     """Load a model safely and describe its contract.
 
     Checks external data confinement, runs ``onnx.checker`` by path, then reads the
-    inputs, outputs, opsets and picks the score output (overridable). Anything wrong is a
-    one-line ModelError (exit 2).
+    inputs, outputs, opsets and picks the score output (overridable; ``task`` is the
+    params' ``TaskSpec``, the flags win over it). The output's type comes from the flag or
+    the task, else from what the graph proves (:func:`proven_output_type`), else stays None
+    (:func:`require_output_type` refuses that). Anything wrong is a one-line ModelError
+    (exit 2).
     """
     import onnx
 
@@ -633,22 +755,90 @@ def load_contract(
                 + ", ".join(t.describe() for t in inputs),
                 hint="pick one of the listed inputs with --input",
             )
-    if output_name is None:
+    wanted = output_name if output_name is not None else (None if task is None else task.output)
+    if wanted is None:
         out, kind = _pick_output(outputs, str(p))
     else:
-        found = next((t for t in outputs if t.name == output_name), None)
+        found = next((t for t in outputs if t.name == wanted), None)
         if found is None:
             raise ModelError(
-                f"{p}: no output named {output_name!r}; outputs: "
+                f"{p}: no output named {wanted!r}; outputs: "
                 + ", ".join(t.describe() for t in outputs),
-                hint="pick one of the listed outputs with --output",
+                hint="pick one of the listed outputs with --output (or task.output)",
             )
         out = found
-        if out.dtype not in _FLOAT_DTYPES:
+        if out.dtype not in _FLOAT_DTYPES and not _zipmap_like(out):
             raise ModelError(f"{p}: output {out.describe()} is not a float tensor",
                              hint="pick a score, probability or features output with --output")
         kind = _kind_of(out, positive_index)
-    pos = _check_positive_index(p, out, kind, positive_index)
+    keys = _zipmap_keys(model, out.name) if _zipmap_like(out) else None
+    if _zipmap_like(out) and keys is None:
+        raise ModelError(f"{p}: output {out.describe()} is a sequence of maps not made by a "
+                         "ZipMap node", hint="export with zipmap: False, or pick another output")
+    proof, why = proven_output_type(model, out.name)
+    declared = _declared_type(out, task, output_type)
+    pos = positive_index
+    red = reducer if reducer is not None else (None if task is None or declared is None
+                                               or declared != task.output_type else task.reducer)
+    binary = task is None or task.kind == "binary"
+    if declared is None:
+        resolved: str | None = None if proof is None else (
+            "probability" if binary and proof == "probabilities" else proof)
+        reason = why + (f" -> {resolved}" if resolved else " -> not proven (declare the type)")
+        if proof == "probability" and out.rank not in (None, 1) and not _score_like(out):
+            resolved, reason = None, why + " over several columns -> not proven (declare it)"
+    else:
+        resolved, reason = declared, f"declared {declared} ({why})"
+        if proof is not None and declared in ("logit", "logits"):
+            raise ModelError(f"{p}: output {out.name!r} is declared {declared!r}, but the graph "
+                             f"proves it is a probability ({why})",
+                             hint="declare output_type: probability (probabilities for "
+                                  "multi-class), or pick the output before the "
+                                  f"{why.split()[2]} with --output")
+    if resolved is not None and binary and resolved not in BINARY_TYPES:
+        raise ModelError(f"{p}: output_type {resolved!r} is a multi-class type; the task is binary",
+                         hint="use logit, probability or features for kind: binary")
+    if resolved == "features":
+        if red is None:
+            raise ModelError(f"{p}: output {out.name!r} is declared features but no reducer is "
+                             "given", hint="set task.reducer (mean, max, max_abs, l2 or column) "
+                                           "or --reducer")
+        if out.dtype not in _FLOAT_DTYPES or out.rank not in (2, None):
+            raise ModelError(f"{p}: output {out.describe()} is declared features, which are "
+                             "[N, D] floats", hint="declare the type this output has")
+        kind = "features"
+        if red == "column":
+            pos = _positive_column(p, out, task, None, positive_index, None)
+            if pos is None:
+                raise ModelError(f"{p}: reducer column needs the column",
+                                 hint="set task.positive or --positive-index")
+        elif positive_index is not None:
+            raise ModelError(f"{p}: --positive-index applies to reducer column only",
+                             hint="drop --positive-index, or use --reducer column")
+    elif resolved in ("logit", "probability"):
+        width = out.shape[-1] if out.shape else None
+        if _score_like(out) and keys is None:
+            kind = "score"
+        elif keys is not None or (out.rank == 2 and out.dtype in _FLOAT_DTYPES):
+            kind = "score" if resolved == "logit" else "probability"
+            if resolved == "logit" and width != 2:
+                raise ModelError(
+                    f"{p}: output {out.describe()} is declared a binary logit, but one column of "
+                    f"{width if isinstance(width, int) else 'K'} multi-class logits is not a "
+                    "log-odds score (reading it as one gives wrong numbers)",
+                    hint="declare task.kind: multiclass with output_type: logits, or export a "
+                         "binary model")
+            pos = _positive_column(p, out, task, keys, positive_index,
+                                   width if isinstance(width, int) else None)
+            if pos is None:
+                raise ModelError(f"{p}: output {out.describe()} has more than two columns; "
+                                 "which one is the positive class?",
+                                 hint="set task.positive (or --positive-index), or declare "
+                                      "task.kind: multiclass")
+        else:
+            raise ModelError(f"{p}: output {out.describe()} cannot be a binary "
+                             f"{resolved}", hint="pick an [N], [N, 1] or [N, K] float output")
+    pos = _check_positive_index(p, out, kind, pos, keys)
     return ModelContract(
         ir_version=int(model.ir_version),
         opsets=opsets,
@@ -660,19 +850,41 @@ def load_contract(
         score_kind=kind,
         positive_index=pos,
         primary_input=primary.name,
+        output_type=resolved,
+        type_reason=reason,
+        reducer=red if resolved == "features" else None,
+        class_keys=keys,
+    )
+
+
+def require_output_type(contract: ModelContract, where: str | os.PathLike[str]) -> str:
+    """The contract's output type, or a one-line refusal listing the outputs and the choices:
+    relgate never guesses whether an output is a logit or a probability."""
+    if contract.output_type is not None:
+        return contract.output_type
+    out = contract.output(contract.score_output)
+    listed = ", ".join(t.describe() for t in contract.outputs)
+    raise ModelError(
+        f"{where}: what output {out.name!r} holds is not declared and the graph does not prove "
+        f"it ({contract.type_reason}); outputs: {listed}",
+        hint=f"declare it in params.yaml (task: {{kind: binary, output: {out.name}, "
+             "output_type: logit | probability | features (with reducer: mean | max | max_abs "
+             "| l2 | column)}) or pass --output-type",
     )
 
 
 def _check_positive_index(
-    p: Path, out: TensorInfo, kind: ScoreKind, index: int | None
+    p: Path, out: TensorInfo, kind: ScoreKind, index: int | None,
+    keys: tuple[int | str, ...] | None = None,
 ) -> int | None:
-    width = out.shape[-1] if out.shape else None
+    width: int | str | None = len(keys) if keys is not None else (
+        out.shape[-1] if out.shape else None)
     if index is not None and index < 0:
         raise ModelError(f"{p}: --positive-index {index} is negative", hint="use 0, 1, ...")
     if kind == "probability":
         index = 1 if index is None else index
-    if index is not None and isinstance(width, int) and out.rank and out.rank >= 2 \
-            and index >= width:
+    if index is not None and isinstance(width, int) and (keys is not None or (
+            out.rank and out.rank >= 2)) and index >= width:
         raise ModelError(
             f"{p}: --positive-index {index} is outside output {out.describe()}",
             hint=f"use an index below {width}",
@@ -973,6 +1185,7 @@ class ModelInfo:
             "external_data": [e.to_dict() for e in self.external],
             "contract": self.contract.to_dict(),
             "features_output": self.contract.features_output,
+            "task": self.contract.task_dict(),
         }
 
 
@@ -982,9 +1195,13 @@ def inspect_model(
     input_name: str | None = None,
     output_name: str | None = None,
     positive_index: int | None = None,
+    task: Any = None,
+    output_type: str | None = None,
+    reducer: str | None = None,
 ) -> ModelInfo:
-    """Load a model safely and gather its contract, files and digest."""
+    """Load a model safely and gather its contract, files, digest and proposed task."""
     contract = load_contract(path, input_name=input_name, output_name=output_name,
-                             positive_index=positive_index)
+                             positive_index=positive_index, task=task, output_type=output_type,
+                             reducer=reducer)
     return ModelInfo(path=str(path), contract=contract, digest=model_digest(path),
                      external=tuple(external_data_files(path)))

@@ -389,6 +389,61 @@ class ContractSpec:
     outputs: tuple[TensorSpec, ...] = ()
 
 
+BINARY_TYPES = ("logit", "probability", "features")
+MULTICLASS_TYPES = ("logits", "probabilities", "features")
+REDUCERS = ("mean", "max", "max_abs", "l2", "column")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """What the promoted model outputs (``task:``), declared so that nothing is guessed.
+
+    ``output_type`` None means "not declared": relgate then uses only what the graph
+    proves and refuses otherwise. ``positive`` is a column index, a ZipMap class key or a
+    name from ``classes``.
+    """
+
+    kind: str = "binary"
+    output: str | None = None
+    output_type: str | None = None
+    reducer: str | None = None
+    classes: tuple[str, ...] | None = None
+    positive: int | str | None = None
+    top_k: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for key in ("output", "output_type", "reducer", "positive"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        if self.top_k:
+            out["top_k"] = list(self.top_k)
+        return out
+
+
+def _task(data: Mapping[str, Any] | None, *, source: str) -> TaskSpec | None:
+    if data is None:
+        return None
+    classes = data.get("classes")
+    positive = data.get("positive")
+    if isinstance(positive, str) and (classes is None or positive not in classes):
+        raise ParamsError(f"{source}: task.positive {positive!r} is not one of task.classes",
+                          hint="name a class listed in task.classes, or give its index")
+    if positive is not None and data.get("kind") == "multiclass":
+        raise ParamsError(f"{source}: task.positive applies to binary tasks only",
+                          hint="drop task.positive for kind: multiclass")
+    if data.get("reducer") == "column" and positive is None:
+        raise ParamsError(f"{source}: task.reducer column needs task.positive (the column)",
+                          hint="add task.positive: I")
+    return TaskSpec(
+        kind=data["kind"], output=data.get("output"), output_type=data.get("output_type"),
+        reducer=data.get("reducer"), classes=None if classes is None else tuple(classes),
+        positive=positive, top_k=tuple(int(k) for k in data.get("top_k", ())),
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Params:
     """params.yaml, validated and typed. ``raw`` is the read-only parsed document."""
@@ -402,6 +457,7 @@ class Params:
     calibrate: CalibrateSpec
     validate: ValidateSpec
     contract: ContractSpec | None
+    task: TaskSpec | None = None
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     export: Mapping[str, Any]
@@ -467,6 +523,7 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             inputs=tuple(_tensor(t) for t in contract.get("inputs", [])),
             outputs=tuple(_tensor(t) for t in contract.get("outputs", [])),
         ),
+        task=_task(doc.get("task"), source=source),
         data=_freeze(doc.get("data", {})),
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),

@@ -54,6 +54,8 @@ from relgate.onnxmodel import ModelContract
 from relgate.params import DEFAULT_BATCH
 
 ProgressFn = Callable[[int, int], None]
+#: rows of declared probabilities must sum to 1 within this
+ROW_SUM_ATOL = 1e-4
 SMALL_MEMBER_BYTES = 64 * 1024 * 1024  # compressed members up to this size are held in memory
 MAX_HEADER = 10000
 #: deflate cannot expand data by more than about 1032:1 (a 258-byte match per 2 bits)
@@ -74,6 +76,10 @@ class ScoreResult:
     scores: np.ndarray
     y: np.ndarray
     features: np.ndarray | None = None
+    #: finite scores outside [0, 1], and rows of a probability matrix that do not sum to 1
+    #: within ROW_SUM_ATOL or hold a value outside [0, 1] (see :func:`check_output_values`)
+    outside_unit: int = 0
+    bad_rows: int = 0
 
     @property
     def n(self) -> int:
@@ -595,6 +601,7 @@ class Scorer:
         floats = {n_ for n_ in self.input_names if ev.shapes[n_][0].kind in "fc"}
         scores = np.empty(n, dtype=np.float64)
         features: np.ndarray | None = None
+        self._bad_rows = 0
         with ev.rows(self.input_names) as readers:
             for start in range(0, n, step):
                 stop = min(n, start + step)
@@ -630,7 +637,9 @@ class Scorer:
                         features = self._collect(outs, scores, features, start + j, take, n)
                 if progress is not None:
                     progress(stop, n)
-        return ScoreResult(scores=scores, y=ev.y.copy(), features=features)
+        outside = int(np.count_nonzero((scores < 0.0) | (scores > 1.0)))
+        return ScoreResult(scores=scores, y=ev.y.copy(), features=features,
+                           outside_unit=outside, bad_rows=self._bad_rows)
 
     def score_each(self, data: str | os.PathLike[str] | EvalData | Mapping[str, np.ndarray],
                    rows: np.ndarray, *, scale: float = 1.0, offset: float = 0.0) -> np.ndarray:
@@ -663,13 +672,17 @@ class Scorer:
     def _collect(self, outs: list[np.ndarray], scores: np.ndarray, features: np.ndarray | None,
                  start: int, m: int, n: int) -> np.ndarray | None:
         c = self.contract
-        out = np.asarray(outs[0])
+        out = self._matrix(outs[0])
         padded = self.fixed_batch is not None and out.shape[:1] == (self.fixed_batch,)
         if out.shape[:1] != (m,) and not padded:
             raise ModelError(f"{self.path}: output {c.score_output!r} returned shape "
                              f"{list(out.shape)} for {m} samples", hint="check --output")
         out = out[:m]
-        if c.score_kind == "score":
+        if c.score_kind == "score" and c.output_type == "logit" and out.ndim == 2 \
+                and out.shape[1] == 2 and c.positive_index is not None:
+            idx = c.positive_index  # two-class logits: the log-odds is their difference
+            value = out[:, idx].astype(np.float64) - out[:, 1 - idx].astype(np.float64)
+        elif c.score_kind == "score":
             if out.ndim == 2 and out.shape[1] == 1:
                 value = out[:, 0]
             elif out.ndim == 1 and c.positive_index is None:
@@ -678,19 +691,25 @@ class Scorer:
                 raise ModelError(f"{self.path}: output {c.score_output!r} returned shape "
                                  f"{list(out.shape)}, expected [N] or [N, 1]",
                                  hint="pick another output with --output")
-        elif c.score_kind == "probability" or c.positive_index is not None:
+        elif c.score_kind == "probability" or (c.positive_index is not None
+                                              and c.reducer in (None, "column")):
             idx = c.positive_index if c.positive_index is not None else 1
             if out.ndim != 2 or idx >= out.shape[1]:
                 raise ModelError(f"{self.path}: output {c.score_output!r} returned shape "
                                  f"{list(out.shape)}; column {idx} does not exist",
                                  hint="check --positive-index")
             value = out[:, idx]
-        else:  # features: mean-pooled
+            if c.score_kind == "probability":
+                rows = out.astype(np.float64)
+                off = np.abs(rows.sum(axis=1) - 1.0) > ROW_SUM_ATOL
+                off |= np.any((rows < 0.0) | (rows > 1.0), axis=1)
+                self._bad_rows += int(np.count_nonzero(off))
+        else:  # features, reduced as declared (mean when a record names no reducer)
             if out.ndim != 2:
                 raise ModelError(f"{self.path}: features output {c.score_output!r} returned "
                                  f"shape {list(out.shape)}, expected [N, D]",
                                  hint="pick another output with --output")
-            value = out.mean(axis=1, dtype=np.float64)
+            value = _reduce(out, c.reducer or "mean")
         scores[start : start + m] = value
         if self.features_output is None:
             return features
@@ -706,6 +725,65 @@ class Scorer:
                              hint="the model's features must have a fixed width")
         features[start : start + m] = feats
         return features
+
+
+    def _matrix(self, out: Any) -> np.ndarray:
+        """The output as an array; a ZipMap's list of {key: p} as [N, K] in key order."""
+        if isinstance(out, np.ndarray):
+            return out
+        if isinstance(out, list):
+            keys = self.contract.class_keys
+            try:
+                if keys is None:
+                    keys = tuple(sorted(out[0])) if out else ()
+                return np.array([[row[k] for k in keys] for row in out], dtype=np.float64
+                                ).reshape(len(out), len(keys))
+            except (KeyError, TypeError, IndexError, AttributeError):
+                raise ModelError(f"{self.path}: output {self.contract.score_output!r} returned "
+                                 "maps without the ZipMap's class keys",
+                                 hint="export with zipmap: False") from None
+        return np.asarray(out)
+
+
+def _reduce(out: np.ndarray, reducer: str) -> np.ndarray:
+    """One score per row of a features output [N, D], as task.reducer declares."""
+    x = out.astype(np.float64)
+    if reducer == "mean":
+        return np.asarray(x.mean(axis=1))
+    if reducer == "max":
+        return np.asarray(x.max(axis=1))
+    if reducer == "max_abs":
+        return np.asarray(np.abs(x).max(axis=1))
+    if reducer == "l2":
+        return np.asarray(np.sqrt(np.einsum("ij,ij->i", x, x)))
+    raise ModelError(f"unknown reducer {reducer!r}", hint="use mean, max, max_abs, l2 or column")
+
+
+def check_output_values(contract: ModelContract, result: ScoreResult, *,
+                        where: str | os.PathLike[str]) -> list[str]:
+    """Fail closed when the values contradict the declared type; warnings for the doubtful.
+
+    A probability outside [0, 1], or probability rows that do not sum to 1 within
+    ROW_SUM_ATOL, is bad input naming the count (DataError). A logit whose every value
+    lies in [0, 1] may be a probability: that is a warning (returned), not a refusal.
+    """
+    kind, name, n = contract.output_type, contract.score_output, result.n
+    if kind == "probability" and result.bad_rows:
+        raise DataError(
+            f"{where}: output {name!r} is read as probabilities, but {result.bad_rows} of {n} "
+            f"rows do not sum to 1 within {ROW_SUM_ATOL:g} or hold values outside [0, 1]",
+            hint="they are not probabilities: declare output_type: logit (two-class logits) "
+                 "or features, or pick another output")
+    if kind == "probability" and result.outside_unit:
+        raise DataError(
+            f"{where}: output {name!r} is read as a probability, but {result.outside_unit} of "
+            f"{n} values lie outside [0, 1]",
+            hint="declare output_type: logit if it is a log-odds score")
+    if kind == "logit" and n and not result.outside_unit:
+        return [f"output {name!r} is declared a logit, but every one of its {n} values lies in "
+                "[0, 1]: it may be a probability (then declare output_type: probability, or "
+                "its numbers are wrong)"]
+    return []
 
 
 # ---------------------------------------------------------------- the thin wrapper
@@ -741,7 +819,9 @@ def get_scorer(model_path: str | os.PathLike[str], *, threads: int = 1, batch_si
                contract: ModelContract | None = None) -> Scorer:
     """A Scorer for the model, reused while the model's files are unchanged."""
     path = Path(model_path)
-    contract_key = None if contract is None else json.dumps(contract.to_dict(), sort_keys=True)
+    contract_key = None if contract is None else (
+        json.dumps(contract.to_dict(), sort_keys=True), contract.output_type, contract.reducer,
+        contract.class_keys)
     key = (_model_key(path), threads, batch_size, input_name, output_name, positive_index,
            contract_key)
     scorer = _SCORERS.get(key)

@@ -202,20 +202,25 @@ def run_validation(
     input_name: str | None = None,
     output_name: str | None = None,
     positive_index: int | None = None,
+    output_type: str | None = None,
+    reducer: str | None = None,
     baseline: Baseline | None = None,
     progress: Callable[..., Any] | bool | None = None,
 ) -> ValidationOutcome:
     """Validate *model_path* on *data_path* (module docstring); labels name paths in the report."""
     from relgate import schemas
-    from relgate.calibration import detect_score_is_probability
+    from relgate.calibration import resolve_contract, score_is_probability
     from relgate.gates import apply_gates
     from relgate.hashing import sha256_file
     from relgate.metrics import evaluate_metrics
-    from relgate.onnxmodel import check_contract, load_contract, model_digest
+    from relgate.onnxmodel import model_digest
     from relgate.provenance import package_versions
-    from relgate.scoring import score_dataset
+    from relgate.scoring import check_output_values, score_dataset
 
     model_path, data_path = Path(model_path), Path(data_path)
+    contract = resolve_contract(model_path, params=params, input_name=input_name,
+                                output_name=output_name, positive_index=positive_index,
+                                output_type=output_type, reducer=reducer)
     digest = model_digest(model_path)
     data_sha = _sha256_data(data_path, sha256_file)
 
@@ -233,11 +238,7 @@ def run_validation(
             "fit_split_sha256": calibration["fit_split"]["sha256"],
         }
 
-    contract = load_contract(model_path, input_name=input_name, output_name=output_name,
-                             positive_index=positive_index)
-    if params.contract is not None:
-        check_contract(contract, params.contract)
-    is_prob = detect_score_is_probability(model_path, contract)
+    is_prob = score_is_probability(contract)
     fit_prob = None if calibration is None else calibration["probability"]["score_is_probability"]
     if fit_prob is not None and bool(fit_prob) != is_prob:
         raise DataError(
@@ -256,6 +257,7 @@ def run_validation(
                                "positive_index": positive_index, "contract": contract}
     result = score_dataset(model_path, data_path, scale=scale, offset=offset, progress=progress,
                            **scoring)
+    warnings = check_output_values(contract, result, where=model_path)
     scores = np.asarray(result.scores, dtype=np.float64)
     y = np.asarray(result.y).astype(np.int8)
     boot = params.validate.bootstrap
@@ -318,6 +320,7 @@ def run_validation(
             "n_neg": int(y.size) - n_pos,
         },
         "calibration": calibration_ref,
+        "task": {**contract.task_dict(), "warnings": warnings},
         "threshold": thr,
         "metrics": metrics,
         "bootstrap": {
@@ -435,14 +438,15 @@ def compare_with_baseline(
     (same resamples for both models) for ranking and threshold metrics, a point
     difference for the health stats.
     """
+    from relgate.calibration import score_is_probability
     from relgate.metrics import (
         BOOTSTRAP_METRICS,
         MetricEstimate,
         health_stats,
         paired_bootstrap_delta,
     )
-    from relgate.onnxmodel import load_contract, model_digest
-    from relgate.scoring import score_dataset
+    from relgate.onnxmodel import load_contract, model_digest, require_output_type
+    from relgate.scoring import check_output_values, score_dataset
 
     digest = model_digest(baseline.model_path)
     if baseline.expected_sha256 is not None and digest.sha256 != baseline.expected_sha256:
@@ -459,7 +463,9 @@ def compare_with_baseline(
             calibration_source=str(baseline.calibration_path), data_source=str(data_path),
         )
     contract = load_contract(baseline.model_path, output_name=baseline.output_name,
-                             positive_index=baseline.positive_index)
+                             positive_index=baseline.positive_index, task=params.task)
+    if calibration is None:  # without its calibration, the baseline's type must be known too
+        require_output_type(contract, baseline.model_path)
     scale, offset = (1.0, 0.0)
     if calibration is not None:
         scale, offset = float(calibration["input"]["scale"]), float(calibration["input"]["offset"])
@@ -472,16 +478,14 @@ def compare_with_baseline(
     if not np.array_equal(np.asarray(result.y), y):
         raise DataError(f"{data_path}: labels differ between the two scorings",
                         hint="the data file changed during validation; run again")
+    check_output_values(contract, result, where=baseline.model_path)
     scores_b = np.asarray(result.scores, dtype=np.float64)
     if calibration is not None:
         prob_b = apply_calibration(scores_b, calibration)
         thr_b = float(calibration["threshold"]["value"])
     else:
-        from relgate.calibration import detect_score_is_probability
-
-        prob_b = uncalibrated_probability(
-            scores_b, score_is_probability=detect_score_is_probability(baseline.model_path,
-                                                                       contract))
+        prob_b = uncalibrated_probability(scores_b,
+                                          score_is_probability=score_is_probability(contract))
         thr_b = DEFAULT_THRESHOLD
     spec = params.gates.baseline
     names = sorted(spec.max_drop) if spec is not None else list(BOOTSTRAP_METRICS)

@@ -82,7 +82,7 @@ def dataset(path: Path, n: int, seed: int, *, as_int: bool = False) -> Path:
 PARAMS = """\
 schema_version: 1
 seed: 0
-evaluate:
+{task}evaluate:
   threads: 1
   batch_size: 256
 calibrate:
@@ -116,9 +116,14 @@ gates:
 
 
 def write_params(path: Path, *, method: str = "temperature", strategy: str = "max_f1",
-                 threshold_extra: str = "", auc_bound: float = 0.7, baseline: str = "") -> Path:
+                 threshold_extra: str = "", auc_bound: float = 0.7, baseline: str = "",
+                 output_type: str | None = "logit") -> Path:
+    """params.yaml; the task declares *output_type* (None: undeclared, the graph decides)."""
+    task = "task:\n  kind: binary\n" + ("" if output_type is None
+                                         else f"  output_type: {output_type}\n")
     path.write_text(PARAMS.format(method=method, strategy=strategy, baseline=baseline,
-                                  threshold_extra=threshold_extra, auc_bound=auc_bound))
+                                  threshold_extra=threshold_extra, auc_bound=auc_bound,
+                                  task=task))
     return path
 
 
@@ -213,7 +218,7 @@ def test_sweep_chooses_the_offset_that_maximises_auc(cli, tmp_path) -> None:
 def test_calibrate_a_sigmoid_output_maps_through_logit(cli, tmp_path) -> None:
     linear_model(tmp_path / "models" / "model.onnx", 3.0 * W_TRUE, sigmoid=True)
     dataset(tmp_path / "data" / "val.npz", 3000, seed=1)
-    write_params(tmp_path / "params.yaml")
+    write_params(tmp_path / "params.yaml", output_type=None)  # the Sigmoid proves it
     result = _calibrate(cli, tmp_path, "--json")
     assert result.code == 0, result.err
     record = json.loads(result.out)
@@ -524,7 +529,7 @@ def test_probability_column_and_features_outputs(cli, tmp_path) -> None:
     _save(tmp_path / "models" / "model.onnx", nodes, [w, proj], outputs=outputs)
     dataset(tmp_path / "data" / "val.npz", 3000, seed=1)
     dataset(tmp_path / "data" / "test.npz", 1500, seed=2)
-    write_params(tmp_path / "params.yaml")
+    write_params(tmp_path / "params.yaml", output_type=None)  # the Softmax proves it
     result = _calibrate(cli, tmp_path, "--json")
     assert result.code == 0, result.err
     record = json.loads(result.out)

@@ -152,8 +152,9 @@ def test_evaluate_each_model_kind(cli: Any, models: dict[str, Path], data: dict[
                                   tmp_path: Path, name: str, dataset: str, output: str) -> None:
     out = tmp_path / "out" / "scores.npz"
     batch = 1 if name == "fixed1" else 64
+    declared = ("--output-type", "features", "--reducer", "mean") if output == "features" else ()
     res = cli("evaluate", "--model", models[name], "--data", data[dataset], "--out", out,
-              "--batch-size", "64", "--threads", "1")
+              "--batch-size", "64", "--threads", "1", *declared)
     assert res.code == 0, res.err
     assert f"scored {N} samples" in res.out
     with np.load(out, allow_pickle=False) as z:

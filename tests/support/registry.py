@@ -22,6 +22,10 @@ W_TRUE = np.linspace(-1.0, 1.0, DIM) * 0.9
 PARAMS = """\
 schema_version: 1
 seed: 0
+task:
+  kind: binary
+  output: score
+  output_type: logit
 evaluate:
   threads: 1
   batch_size: 256

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     outcome = calibrate_model(
         args.model, args.data, params=params, split=args.split,
         input_name=args.input_name, output_name=args.output_name,
-        positive_index=args.positive_index, progress=progress_enabled(),
+        positive_index=args.positive_index, output_type=args.output_type, reducer=args.reducer,
+        progress=progress_enabled(),
     )
     write_json(args.out, outcome.record)
     if args.plots_dir:
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
                            sweep_csv(outcome.record))
     for note in outcome.notes:
         sys.stderr.write(f"relgate: note: {note}\n")
+    for warning in outcome.warnings:
+        sys.stderr.write(f"relgate: warning: {warning}\n")
     if args.json:
         print_json(outcome.record)
     else:

@@ -46,13 +46,18 @@ def run(args: argparse.Namespace) -> int:
     from relgate.report.contract import progress_bar, render_evaluated
     from relgate.scoring import Scorer, write_scores
 
-    threads, batch_size, spec = 1, DEFAULT_BATCH, None
+    threads, batch_size, spec, task = 1, DEFAULT_BATCH, None, None
     if args.params:
         from relgate.params import load_params
 
         params = load_params(args.params)
-        threads, batch_size, spec = (params.evaluate.threads, params.evaluate.batch_size,
-                                     params.contract)
+        threads, batch_size, spec, task = (params.evaluate.threads, params.evaluate.batch_size,
+                                           params.contract, params.task)
+    if task is not None and task.kind == "multiclass":
+        from relgate.errors import ParamsError
+
+        raise ParamsError(f"{args.params}: the task is multi-class; multi-class evaluation is "
+                          "not available yet", hint="relgate scores binary classifiers only for now")
     threads = threads if args.threads is None else args.threads
     batch_size = batch_size if args.batch_size is None else args.batch_size
     if threads < 1 or batch_size < 1:
@@ -61,9 +66,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--scale and --offset must be finite numbers", hint="e.g. --scale 1.0")
 
     contract = load_contract(args.model, input_name=args.input_name,
-                             output_name=args.output_name, positive_index=args.positive_index)
+                             output_name=args.output_name, positive_index=args.positive_index,
+                             task=task, output_type=args.output_type, reducer=args.reducer)
     if spec is not None:
         check_contract(contract, spec)
+    if contract.score_kind == "features" and contract.reducer is None \
+            and contract.positive_index is None:
+        from relgate.errors import ModelError
+
+        raise ModelError(f"{args.model}: output {contract.score_output!r} is features [N, D]; "
+                         "how it becomes one score is not declared",
+                         hint="set task.output_type: features with task.reducer in --params, "
+                              "or pass --output-type features --reducer mean|max|max_abs|l2")
     calibration = None
     if args.calibration:
         from relgate.calibration import load_calibration

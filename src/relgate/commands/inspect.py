@@ -27,16 +27,20 @@ def run(args: argparse.Namespace) -> int:
     from relgate.report import console, print_json
     from relgate.report.contract import render_inspect
 
-    info = inspect_model(args.model, input_name=args.input_name, output_name=args.output_name,
-                         positive_index=args.positive_index)
-    if args.check_runtime:
-        probe_session(args.model)
-    if args.params:  # checked before anything is printed: output means the contract holds
+    params = None
+    if args.params:
         from relgate.params import load_params
 
-        spec = load_params(args.params).contract
-        if spec is not None:
-            check_contract(info.contract, spec)
+        params = load_params(args.params)
+    info = inspect_model(args.model, input_name=args.input_name, output_name=args.output_name,
+                         positive_index=args.positive_index,
+                         task=None if params is None else params.task,
+                         output_type=args.output_type, reducer=args.reducer)
+    if args.check_runtime:
+        probe_session(args.model)
+    if params is not None and params.contract is not None:
+        # checked before anything is printed: output means the contract holds
+        check_contract(info.contract, params.contract)
     if args.json:
         print_json(info.to_dict())
     else:

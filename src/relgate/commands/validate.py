@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -82,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.data, params=params, calibration_path=args.calibration,
         split=args.split, threshold=args.threshold, input_name=args.input_name,
         output_name=args.output_name, positive_index=args.positive_index,
+        output_type=args.output_type, reducer=args.reducer,
         baseline=_baseline(args, params, pins), progress=progress_enabled(),
     )
+    for warning in outcome.report["task"]["warnings"]:
+        sys.stderr.write(f"relgate: warning: {warning}\n")
     _same_as_checked(outcome.report, checked)
     write_json(args.out, outcome.report)
     if args.metrics_out:

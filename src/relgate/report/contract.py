@@ -54,6 +54,12 @@ def render_inspect(info: Mapping[str, Any], console: Any) -> None:
     row(head, "score output", score + ")")
     if info.get("features_output"):
         row(head, "features output", info["features_output"])
+    task = info.get("task")
+    if task:
+        kind = task.get("output_type")
+        row(head, "task", f"{task['output']}: {task.get('reason', '')}" if kind else
+            f"{task['output']}: {task.get('reason', '')}; declare task.output_type "
+            "(logit | probability | features) before validate/calibrate")
     console.print(head)
 
     tensors = Table(title="inputs and outputs", title_justify="left")
