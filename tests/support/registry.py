@@ -158,3 +158,58 @@ def prepare(root: Path) -> None:
                    "--calibration", "analysis/calibration.json",
                    "--out", "analysis/validation_report.json")
     assert code in (0, 1)
+
+
+TASK_PARAMS = """\
+schema_version: 1
+seed: 0
+task:
+{task}evaluate:
+  threads: 1
+  batch_size: 256
+calibrate:
+  scales: [1.0]
+  offsets: [0.0]
+  method: none
+  threshold:
+    strategy: fixed
+    value: 0.5
+  ece_bins: 10
+validate:
+  bootstrap:
+    resamples: {resamples}
+    confidence: 0.9
+    seed: 3
+  ece_bins: 10
+gates:
+  mode: all
+  rules:
+  - metric: auc
+    op: '>='
+    value: 0.9
+  - metric: f1
+    op: '>='
+    value: 0.8
+release:
+  name: v1.0.0
+  promoted:
+    path: models/model.onnx
+    description: a binary classifier whose output type is declared
+  tolerance: 1.0e-9
+"""
+
+
+def task_registry(root: Path, model: bytes, splits: dict[str, dict[str, np.ndarray]],
+                  task: dict[str, object], *, resamples: int = 50) -> Path:
+    """A registry for one model whose ``task:`` is *task*: ``models/model.onnx`` (the model's
+    bytes), ``data/<split>.npz`` per split (its input arrays plus y) and a params.yaml whose
+    calibration is the identity (method none, threshold fixed at 0.5), so the validated
+    probabilities are the model's own."""
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (root / "models" / "model.onnx").write_bytes(model)
+    (root / "data").mkdir(exist_ok=True)
+    for name, arrays in splits.items():
+        np.savez(root / "data" / f"{name}.npz", **arrays)  # type: ignore[arg-type]
+    lines = "".join(f"  {k}: {v}\n" for k, v in task.items())
+    (root / "params.yaml").write_text(TASK_PARAMS.format(task=lines, resamples=resamples))
+    return root
