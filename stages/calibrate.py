@@ -1,6 +1,6 @@
 """Stage ``calibrate``: fit the calibration of the promoted model on the validation split.
 
-``python -m stages.calibrate`` reads ``params.yaml`` once (``calibrate:``,
+``python -m stages.calibrate`` reads ``params.yaml`` once (``task:``, ``calibrate:``,
 ``evaluate:``, ``contract:`` and the ``release:`` paths) and calls the same
 function as ``relgate calibrate``: the input scale/offset sweep, temperature
 or Platt scaling, the decision threshold and the optional "no conclusive"
@@ -35,6 +35,8 @@ def main() -> int:
     atomic_write_bytes(Path(PLOTS_DIR) / "calibration_sweep.csv", sweep_csv(outcome.record))
     for note in outcome.notes:
         sys.stderr.write(f"calibrate: note: {note}\n")
+    for warning in outcome.warnings:  # doubts about params' task: (a logit that looks like a p)
+        sys.stderr.write(f"calibrate: warning: {warning}\n")
     rec = outcome.record
     prob, thr, ece = rec["probability"], rec["threshold"], rec["ece"]
     temp = "" if prob.get("temperature") is None else f" T={prob['temperature']:.4g}"

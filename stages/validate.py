@@ -1,8 +1,8 @@
 """Stage ``validate``: the validation report of the promoted model on the test split.
 
 ``python -m stages.validate`` reads ``params.yaml`` once and calls the same
-function as ``relgate validate``, with the calibration from the calibrate
-stage applied. It writes
+function as ``relgate validate`` (reading the output as ``task:`` declares), with
+the calibration from the calibrate stage applied. It writes
 
 * ``analysis/validation_report.json`` (``release.report``; schema ``validation-report``);
 * ``analysis/metrics.json``: flat metrics for ``dvc metrics show/diff``
@@ -45,6 +45,8 @@ def main() -> int:
                              calibration_path=spec.calibration, split="test",
                              baseline=baseline_for_params(params))
     report = outcome.report
+    for warning in report["task"]["warnings"]:  # doubts about params' task: (also in the report)
+        sys.stderr.write(f"validate: warning: {warning}\n")
     write_json(spec.report, report)
     write_json(METRICS_FILE, flat_metrics(report))
     write_plots(outcome, PLOTS_DIR, bins=params.validate.ece_bins)
