@@ -220,3 +220,72 @@ def test_a_multiclass_task_is_refused_as_not_available_yet(cli: Any, cancer: dic
     line = assert_clean_failure(res, codes=(2,))
     assert "multi-class evaluation is not available yet" in line
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(("task", "why"), [
+    ({"kind": "binary", "output_type": "logits"}, "output_type"),
+    ({"kind": "multiclass", "output_type": "logit"}, "output_type"),
+    ({"kind": "binary", "output_type": "features"}, "reducer"),
+    ({"kind": "binary", "output_type": "logit", "reducer": "mean"}, "reducer"),
+    ({"kind": "binary", "top_k": [3]}, "top_k"),
+    ({"kind": "binary", "positive": "dog", "classes": ["cat", "cow"]}, "not one of task.classes"),
+    ({"kind": "binary", "output_type": "features", "reducer": "column"}, "needs task.positive"),
+    ({"kind": "multiclass", "positive": 1}, "binary tasks only"),
+    ({"kind": "regression"}, "kind"),
+    ({"kind": "binary", "output_typ": "logit"}, "output_typ"),
+])
+def test_a_task_that_cannot_mean_one_thing_is_refused(task: dict[str, Any], why: str) -> None:
+    from relgate.errors import ParamsError
+    from relgate.params import params_from_dict
+
+    doc = {"schema_version": 1, "task": task,
+           "gates": {"mode": "all", "rules": [{"metric": "auc", "op": ">=", "value": 0.5}]},
+           "release": {"name": "v1", "promoted": {"path": "m.onnx"}}}
+    with pytest.raises(ParamsError) as err:
+        params_from_dict(doc)
+    assert why in err.value.message
+
+
+def test_a_declared_task_is_typed() -> None:
+    from relgate.params import TaskSpec, params_from_dict
+
+    doc = {"schema_version": 1,
+           "task": {"kind": "binary", "output": "p", "output_type": "probability", "positive": 1,
+                    "classes": ["benign", "malignant"]},
+           "gates": {"mode": "all", "rules": [{"metric": "auc", "op": ">=", "value": 0.5}]},
+           "release": {"name": "v1", "promoted": {"path": "m.onnx"}}}
+    assert params_from_dict(doc).task == TaskSpec(kind="binary", output="p",
+                                                  output_type="probability", positive=1,
+                                                  classes=("benign", "malignant"))
+    del doc["task"]
+    assert params_from_dict(doc).task is None
+
+
+@pytest.mark.parametrize("reducer", [None, "mean", "max", "max_abs", "l2", "column"])
+def test_a_features_output_is_reduced_as_declared_never_by_a_fixed_mean(
+        cli: Any, cancer: dict[str, Any], tmp_path: Path, reducer: str | None) -> None:
+    """Seed 000's features [N, D]: undeclared, refused; declared, reduced by that reducer."""
+    from sklearn.metrics import roc_auc_score
+
+    w = np.stack([cancer["w1"], cancer["w2"], -cancer["w1"], 0.5 * cancer["w2"]], axis=1)
+    model = _model([helper.make_node("MatMul", ["x", "w"], ["features"])], [_t("w", w)],
+                   "features", ["batch", 4])
+    (tmp_path / "model.onnx").write_bytes(model)
+    np.savez(tmp_path / "test.npz", x=cancer["x"], y=cancer["y"])
+    task = "  kind: binary\n" + ("" if reducer is None else
+                                 f"  output_type: features\n  reducer: {reducer}\n")
+    task += "  positive: 1\n" if reducer == "column" else ""
+    (tmp_path / "params.yaml").write_text(PARAMS.format(task=task))
+    res = cli("validate", "--model", tmp_path / "model.onnx", "--data", tmp_path / "test.npz",
+              "--params", tmp_path / "params.yaml", "--out", tmp_path / "r.json", "--json")
+    if reducer is None:
+        assert "not declared" in assert_clean_failure(res, codes=(2,))
+        return
+    assert res.code in (0, 1), res.err
+    raw = ort_output(model, cancer["x"])
+    score = {"mean": raw.mean(axis=1), "max": raw.max(axis=1), "max_abs": np.abs(raw).max(axis=1),
+             "l2": np.sqrt((raw * raw).sum(axis=1)), "column": raw[:, 1]}[reducer]
+    report = json.loads(res.out)
+    assert report["task"]["reducer"] == reducer and report["task"]["output_type"] == "features"
+    assert report["metrics"]["auc"]["value"] == pytest.approx(
+        roc_auc_score(cancer["y"], sigmoid(score)), abs=1e-9)
