@@ -461,7 +461,7 @@ def _batch(m: _Model, counts: npt.NDArray[np.int32], names: frozenset[str]) -> d
     n, k = m.n, m.k
     r = counts.shape[0]
     out: dict[str, FloatArray] = {}
-    grouped = np.add.reduceat(counts[:, m.group_order], m.group_starts, axis=1, dtype=np.int64)
+    grouped = np.add.reduceat(np.take(counts, m.group_order, axis=1), m.group_starts, axis=1, dtype=np.int64)
     by_key = np.zeros((r, 2 * k), dtype=np.int64)
     by_key[:, m.group_ids] = grouped
     tp = by_key[:, k:]
@@ -473,7 +473,7 @@ def _batch(m: _Model, counts: npt.NDArray[np.int32], names: frozenset[str]) -> d
     if "brier" in names:
         out["brier"] = np.einsum("ij,j->i", counts, m.brier) / n
     if "ece" in names:
-        gaps = np.add.reduceat(counts[:, m.bin_order] * m.bin_resid, m.bin_starts, axis=1)
+        gaps = np.add.reduceat(np.take(counts, m.bin_order, axis=1) * m.bin_resid, m.bin_starts, axis=1)
         out["ece"] = np.abs(gaps).sum(axis=1) / n
     if m.covered is not None and m.covered_correct is not None:
         cov = counts @ m.covered
@@ -496,14 +496,16 @@ def _per_class_batch(m: _Model, counts: npt.NDArray[np.int32], want_auc: bool, w
     r = counts.shape[0]
     aucs = np.full((r, k), np.nan)
     cw = np.zeros(r)
-    cum = np.zeros((r, n + 1), dtype=np.int64)
+    # running counts are <= n, and two of them < 2**31 unless n is huge
+    cum = np.zeros((r, n + 1), dtype=np.int32 if n < 2**30 else np.int64)
     for c in range(k):
-        ordered = counts[:, m.class_orders[c]]
+        ordered = np.take(counts, m.class_orders[c], axis=1)
         n_c = int(m.support[c])
         if want_auc and 0 < n_c < n and (k > 2 or c == 1):
-            np.cumsum(ordered, axis=1, dtype=np.int64, out=cum[:, 1:])
+            np.cumsum(ordered, axis=1, dtype=cum.dtype, out=cum[:, 1:])
             below = np.take(cum, m.auc_lo[c], axis=1)
             below += np.take(cum, m.auc_hi[c], axis=1)
+            below = below.astype(np.int64)
             own = counts[:, m.starts[c]:m.starts[c + 1]].astype(np.int64)
             twice = np.einsum("ij,ij->i", own, below) - n_c * n_c
             aucs[:, c] = twice / (2.0 * n_c * (n - n_c))
