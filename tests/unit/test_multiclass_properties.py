@@ -155,7 +155,7 @@ def test_a_resample_equals_sklearn_on_the_resampled_rows(
             counts[r, a:z] = np.bincount(rng.integers(0, z - a, z - a), minlength=z - a) \
                 if z > a else 0
     t = float(rng.choice(ps.max(axis=1)))
-    model = mc._model(ys, ps, support, (1, 2), 15, t, per_class=True)
+    model = mc._model(y, p, order, support, (1, 2), 15, t, per_class=True)
     names = frozenset(mc.metric_names(k, (1, 2), selective=True))
     batch = mc._batch(model, counts, names)
     for r in range(3):

@@ -414,11 +414,17 @@ def _runs(sorted_keys: IntArray) -> tuple[IntArray, IntArray]:
     return start.astype(np.int64), sorted_keys[start]
 
 
-def _model(y_sorted: IntArray, p: FloatArray, support: IntArray, top_k: tuple[int, ...],
-           bins: int, selective_threshold: float | None, per_class: bool) -> _Model:
-    """``p`` and ``y_sorted`` already in class order."""
+def _model(y: IntArray, p: FloatArray, order: IntArray, support: IntArray,
+           top_k: tuple[int, ...], bins: int, selective_threshold: float | None,
+           per_class: bool) -> _Model:
+    """Row j of the model is input row ``order[j]`` (class order); ``p`` is not copied."""
     n, k = p.shape
-    r = _rows(y_sorted, p)
+    full = _rows(y, p)
+    r = _Rows(pred=full.pred[order], correct=full.correct[order],
+              true_rank=full.true_rank[order], loss=full.loss[order],
+              brier=full.brier[order], conf=full.conf[order])
+    del full
+    y_sorted = y[order]
     key = r.pred + k * r.correct
     g_order = np.argsort(key, kind="stable")
     g_starts, g_ids = _runs(key[g_order])
@@ -437,14 +443,14 @@ def _model(y_sorted: IntArray, p: FloatArray, support: IntArray, top_k: tuple[in
         lo_list, hi_list, cw_starts = [], [], []
         starts = np.r_[0, np.cumsum(support)]
         for c in range(k):
-            col = np.ascontiguousarray(p[:, c])
-            order = np.argsort(col, kind="stable")
-            orders[c] = order
-            s = col[order]
+            col = p[order, c]
+            by_score = np.argsort(col, kind="stable")
+            orders[c] = by_score
+            s = col[by_score]
             own = col[starts[c]:starts[c + 1]]
             lo_list.append(np.searchsorted(s, own, side="left").astype(np.int64))
             hi_list.append(np.searchsorted(s, own, side="right").astype(np.int64))
-            cw_resid[c] = (y_sorted[order] == c) - s
+            cw_resid[c] = (y_sorted[by_score] == c) - s
             cw_starts.append(_runs(_bin_index(s, bins))[0])
     return _Model(
         n=n, k=k, support=support, starts=np.r_[0, np.cumsum(support)].astype(np.int64),
@@ -594,7 +600,7 @@ def evaluate(y: Any, prob: Any, *, n_classes: int | None = None, top_k: Sequence
     boot: dict[str, FloatArray] = {}
     if resamples and defined:
         order = _class_order(labels)
-        model = _model(labels[order], p[order], support, ks, ece_bins, selective_threshold,
+        model = _model(labels, p, order, support, ks, ece_bins, selective_threshold,
                        per_class=bool({"macro_auc", "weighted_auc", "classwise_ece"}
                                       & set(defined)))
         boot = _resampled([model], frozenset(defined), resamples=resamples, seed=seed)[0]
@@ -637,7 +643,7 @@ def paired_deltas(y: Any, prob_candidate: Any, prob_baseline: Any, *,
     if resamples and defined:
         order = _class_order(labels)
         per_class = bool({"macro_auc", "weighted_auc", "classwise_ece"} & set(defined))
-        models = [_model(labels[order], q[order], support, ks, ece_bins, t, per_class)
+        models = [_model(labels, q, order, support, ks, ece_bins, t, per_class)
                   for q, t in ((pc, tc), (pb, tb))]
         boot = _resampled(models, frozenset(defined), resamples=resamples, seed=seed)
     out: dict[str, MetricEstimate] = {}
