@@ -779,7 +779,8 @@ def check_output_values(contract: ModelContract, result: ScoreResult, *,
             f"{where}: output {name!r} is read as a probability, but {result.outside_unit} of "
             f"{n} values lie outside [0, 1]",
             hint="declare output_type: logit if it is a log-odds score")
-    if kind == "logit" and n and not result.outside_unit:
+    inside = (result.scores >= 0.0) & (result.scores <= 1.0)  # NaN is neither (model_checks)
+    if kind == "logit" and n and bool(np.all(inside)):
         return [f"output {name!r} is declared a logit, but every one of its {n} values lies in "
                 "[0, 1]: it may be a probability (then declare output_type: probability, or "
                 "its numbers are wrong)"]
