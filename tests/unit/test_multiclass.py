@@ -282,3 +282,14 @@ def test_unreachable_target_gives_no_threshold_and_empty_coverage_is_undefined()
     assert est["selective_accuracy"].value is None and est["selective_accuracy"].reason
     with pytest.raises(ParamsError):
         cal.choose_selective_threshold(y, p, 0.0)
+
+
+def test_a_selective_accuracy_equal_to_the_target_meets_it() -> None:
+    conf = np.array([0.9, 0.8, 0.7, 0.6])
+    p = np.stack([conf, 1.0 - conf], axis=1)
+    y = np.array([0, 1, 0, 1])  # right, wrong, right, wrong in decreasing confidence
+    choice = cal.choose_selective_threshold(y, p, 0.5)
+    assert choice is not None
+    assert (choice.threshold, choice.coverage, choice.selective_accuracy) == (0.6, 1.0, 0.5)
+    choice = cal.choose_selective_threshold(y, p, 0.6)
+    assert choice is not None and (choice.threshold, choice.coverage) == (0.7, 0.75)
