@@ -638,7 +638,7 @@ class Scorer:
                 if progress is not None:
                     progress(stop, n)
         outside = int(np.count_nonzero((scores < 0.0) | (scores > 1.0)))
-        return ScoreResult(scores=scores, y=ev.y.copy(), features=features,
+        return ScoreResult(scores=scores, y=self._labels(ev), features=features,
                            outside_unit=outside, bad_rows=self._bad_rows)
 
     def score_each(self, data: str | os.PathLike[str] | EvalData | Mapping[str, np.ndarray],
@@ -726,6 +726,25 @@ class Scorer:
         features[start : start + m] = feats
         return features
 
+
+    def _labels(self, ev: EvalData) -> np.ndarray:
+        """The labels, mapped through a ZipMap's class keys: 1 where y is the positive key.
+
+        An eval set's y holds 0/1, so a binary ZipMap must have the keys 0 and 1 (whatever
+        its positive key); other keys are refused rather than matched by position.
+        """
+        keys = self.contract.class_keys
+        if keys is None:
+            return ev.y.copy()
+        if sorted(keys, key=str) != [0, 1]:
+            raise ModelError(f"{self.path}: the ZipMap output {self.contract.score_output!r} has "
+                             f"class keys {list(keys)}, but the labels y are 0/1",
+                             hint="a binary ZipMap needs the class keys 0 and 1 (re-fit with "
+                                  "0/1 labels, or export with zipmap: False)")
+        positive = keys[self.contract.positive_index if self.contract.positive_index is not None
+                        else 1]
+        mapped: np.ndarray = (ev.y == positive).astype(np.int8)
+        return mapped
 
     def _matrix(self, out: Any) -> np.ndarray:
         """The output as an array; a ZipMap's list of {key: p} as [N, K] in key order."""

@@ -176,3 +176,32 @@ def test_a_multiclass_task_is_refused_by_promote(cancer: dict[str, Any], tmp_pat
     err = capsys.readouterr().err
     assert "multi-class evaluation is not available yet" in err
     assert not (root / "models" / "core" / "v1.0.0").exists()
+
+
+def test_a_zipmap_maps_labels_through_its_class_keys(cli: Any, cancer: dict[str, Any],
+                                                    tmp_path: Path) -> None:
+    """positive: 0 names the ZipMap's key 0 (malignant): its column is read, and the labels are
+    1 where y is that key. Reading column 0 against y as given would invert every number."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    model = _skl2onnx(cancer["a"], True)
+    root = task_registry(tmp_path / "reg", model, cancer["splits"],
+                         {"kind": "binary", "output": "output_probability", "positive": 0})
+    res = cli("validate", "--model", root / "models" / "model.onnx",
+              "--data", root / "data" / "test.npz", "--params", root / "params.yaml",
+              "--out", root / "report.json", "--json")
+    assert res.code in (0, 1), res.err
+    report = json.loads(res.out)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    test = cancer["splits"]["test"]
+    p0 = np.array([row[0] for row in sess.run(None, {"x": test["x"]})[1]], dtype=np.float64)
+    positive = (test["y"] == 0).astype(int)
+    assert report["model"]["contract"]["positive_index"] == 0
+    assert report["data"]["n_pos"] == int(positive.sum())
+    assert report["metrics"]["auc"]["value"] == pytest.approx(roc_auc_score(positive, p0),
+                                                              abs=1e-9)
+    assert report["metrics"]["f1"]["value"] == pytest.approx(
+        f1_score(positive, (p0 >= 0.5).astype(int)), abs=1e-9)
+    assert report["metrics"]["auc"]["value"] > 0.9  # not inverted
