@@ -293,3 +293,15 @@ def test_a_selective_accuracy_equal_to_the_target_meets_it() -> None:
     assert (choice.threshold, choice.coverage, choice.selective_accuracy) == (0.6, 1.0, 0.5)
     choice = cal.choose_selective_threshold(y, p, 0.6)
     assert choice is not None and (choice.threshold, choice.coverage) == (0.7, 0.75)
+
+
+def test_confusion_rows_for_dvc_count_to_the_confusion_matrix() -> None:
+    y, _, p = _probs(120, k=3)
+    rows = mc.confusion_rows(y, p, classes=["cat", "dog", "eel"])
+    assert len(rows) == 120 and set(rows[0]) == {"actual", "predicted"}
+    names = ["cat", "dog", "eel"]
+    cm = skm.confusion_matrix(y, p.argmax(axis=1), labels=[0, 1, 2])
+    for i, j in itertools.product(range(3), range(3)):
+        assert sum(r == {"actual": names[i], "predicted": names[j]} for r in rows) == cm[i, j]
+    with pytest.raises(ParamsError, match="2 class names for 3"):
+        mc.confusion_rows(y, p, classes=["cat", "dog"])

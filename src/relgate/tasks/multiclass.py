@@ -369,6 +369,21 @@ def confusion_matrix(y: Any, prob: Any, *, n_classes: int | None = None) -> IntA
     return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k).astype(np.int64)
 
 
+def confusion_rows(y: Any, prob: Any, *, classes: Sequence[str] | None = None
+                   ) -> list[dict[str, str]]:
+    """Plot data: one ``{"actual", "predicted"}`` record per row, the shape DVC's
+    ``confusion`` template reads (x: actual, y: predicted); class names when given."""
+    labels, p = check_multiclass(y, prob)
+    k = p.shape[1]
+    names = [str(c) for c in range(k)] if classes is None else [str(c) for c in classes]
+    if len(names) != k:
+        raise ParamsError(f"{len(names)} class names for {k} output columns",
+                          hint="list one name per output column, in order")
+    pred = np.argmax(p, axis=1)
+    return [{"actual": names[a], "predicted": names[b]}
+            for a, b in zip(labels.tolist(), pred.tolist(), strict=True)]
+
+
 def point_metrics(y: Any, prob: Any, *, n_classes: int | None = None,
                   top_k: Sequence[int] = (), ece_bins: int = 15,
                   selective_threshold: float | None = None) -> dict[str, float | None]:
