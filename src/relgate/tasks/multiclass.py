@@ -331,7 +331,7 @@ def _from_counts(tp: IntArray, predicted: IntArray, support: IntArray,
     for name, v in (("precision", precision), ("recall", recall), ("f1", f1)):
         out[f"macro_{name}"] = v.mean(axis=1)
         out[f"micro_{name}"] = micro
-        out[f"weighted_{name}"] = v @ weights
+        out[f"weighted_{name}"] = np.einsum("ij,j->i", v, weights)  # fixed order, no BLAS
         for c in range(k):
             out[class_name(c, name)] = v[:, c]
     out["min_class_recall"] = recall.min(axis=1)
@@ -343,7 +343,8 @@ def _auc_average(aucs: FloatArray, support: IntArray, n: int) -> dict[str, Float
     """macro and weighted AUC from [r, K] per-class AUCs (NaN where undefined)."""
     if aucs.shape[1] == 2:
         return {"macro_auc": aucs[:, 1], "weighted_auc": aucs[:, 1]}
-    return {"macro_auc": aucs.mean(axis=1), "weighted_auc": aucs @ (support / n)}
+    return {"macro_auc": aucs.mean(axis=1),
+            "weighted_auc": np.einsum("ij,j->i", aucs, support / n)}
 
 
 def _reason(name: str, support: IntArray) -> str | None:
