@@ -127,6 +127,13 @@ def fit_temperature(logits: npt.ArrayLike, y: npt.ArrayLike) -> float:
         a = math.exp(log_a)
         return float(np.dot(sigmoid(a * s) - t, s))
 
+    return temperature_where_flat(grad, lo, hi)
+
+
+def temperature_where_flat(grad: Callable[[float], float], lo: float, hi: float) -> float:
+    """The temperature ``1/exp(a)`` where a convex NLL's derivative in ``a`` (log of 1/T)
+    changes sign, by bisection on ``[lo, hi]`` (deterministic: no step sizes, no BLAS-order
+    dependent line search); an optimum beyond the range gives the nearest bound."""
     if grad(lo) >= 0.0:
         return 1.0 / math.exp(lo)
     if grad(hi) <= 0.0:

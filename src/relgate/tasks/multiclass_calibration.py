@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from relgate.calibration import temperature_where_flat
 from relgate.errors import DataError, ParamsError
 from relgate.tasks.multiclass import (
     FloatArray,
@@ -75,19 +76,7 @@ def fit_temperature(logits: Any, y: Any) -> float:
 
     lo = math.log(1.0 / (spread * T_RANGE[1]))
     hi = math.log(1.0 / (spread * T_RANGE[0]))
-    if grad(lo) >= 0.0:
-        return 1.0 / math.exp(lo)
-    if grad(hi) <= 0.0:
-        return 1.0 / math.exp(hi)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if grad(mid) > 0.0:
-            hi = mid
-        else:
-            lo = mid
-    return 1.0 / math.exp(0.5 * (lo + hi))
+    return temperature_where_flat(grad, lo, hi)
 
 
 def apply_temperature(logits: Any, temperature: float) -> FloatArray:
