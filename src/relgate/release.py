@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ def report_differences(reported: Any, fresh: Any, *, tolerance_for: Callable[[st
                 if (not where and key in skip) or (not sentences and key in ("reason", "reasons")):
                     continue  # reasons are sentences about numbers that are compared themselves
                 sub = f"{where}.{key}" if where else key
-                name = key if key in _METRIC_NAMES else metric
+                name = key if is_metric_name(key) else metric
                 if key not in a or key not in b:
                     out.append(f"{sub}: {'missing from' if key not in a else 'not re-evaluated in'} "
                                "the report")
@@ -154,6 +155,22 @@ def report_differences(reported: Any, fresh: Any, *, tolerance_for: Callable[[st
 _NOT_REPRODUCED = frozenset({"environment", "gates", "passed", "reasons"})
 _METRIC_NAMES = frozenset({"auc", "pr_auc", "f1", "precision", "recall", "accuracy", "specificity",
                            "ece", "brier", "mean_std", "high_corr_frac", "frac_sig"})
+#: multi-class metric names (relgate.tasks.multiclass): top{k}, averaged, per-class, selective
+_MULTICLASS_METRIC = re.compile(
+    r"(top[1-9][0-9]*_accuracy|(macro|micro|weighted)_(f1|precision|recall)|min_class_(recall|f1)"
+    r"|(macro|weighted)_auc|log_loss|classwise_ece|coverage|selective_accuracy"
+    r"|class_(0|[1-9][0-9]*)_(precision|recall|f1))")
+
+
+def recordable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics release.json can name (its schema's metric names: every binary metric; a
+    multi-class report's accuracy, ece and brier). The bundled validation report keeps them all."""
+    return {k: v for k, v in metrics.items() if k in _METRIC_NAMES}
+
+
+def is_metric_name(key: str) -> bool:
+    """Whether *key* names a metric (binary or multi-class): its floats take its tolerance."""
+    return key in _METRIC_NAMES or _MULTICLASS_METRIC.fullmatch(key) is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,7 +364,7 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
             artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
     shas = {"report": files[REPORT_FILE].sha256, "calibration": calibration_sha, "data": data_sha}
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
-                             gates=verdict.to_dict(), metrics=fresh["metrics"],
+                             gates=verdict.to_dict(), metrics=recordable(fresh["metrics"]),
                              reproductions=reproductions)
     schemas.validate(record, "release", source="release record")
     from relgate.card import model_card

@@ -242,8 +242,9 @@ class EvalData:
     # -- construction
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> EvalData:
-        """Parse an ``.npz`` eval set (headers and ``y`` only; inputs stay on disk)."""
+    def open(cls, path: str | os.PathLike[str], *, labels: str = "binary") -> EvalData:
+        """Parse an ``.npz`` eval set (headers and ``y`` only; inputs stay on disk); *labels*
+        ``multiclass`` reads y as class labels instead of 0/1."""
         p = Path(path)
         try:
             st = os.stat(p)
@@ -271,7 +272,7 @@ class EvalData:
             if len(members["y"].shape) != 1:  # before reading it: a header can declare GiBs
                 raise DataError(f"{p}: y has shape {list(members['y'].shape)}, expected [N]",
                                 hint="labels are one 0/1 value per sample")
-            y = _labels(p, _read_whole(p, members["y"]))
+            y = _labels(p, _read_whole(p, members["y"]), labels)
         except zipfile.BadZipFile as exc:
             raise DataError(f"{p}: not an .npz file or damaged ({exc})",
                             hint="save eval sets with numpy.savez") from None
@@ -459,8 +460,9 @@ def _read_whole(p: Path, m: _Member) -> np.ndarray:
     return out
 
 
-def _labels(p: Path, y: np.ndarray) -> np.ndarray:
-    """``y`` as int8 0/1, refusing anything else."""
+def _labels(p: Path, y: np.ndarray, kind: str = "binary") -> np.ndarray:
+    """``y`` as int8 0/1, refusing anything else; with *kind* ``multiclass``, as int64 class
+    labels (whole numbers >= 0; the task checks them against its classes)."""
     if y.ndim != 1:
         raise DataError(f"{p}: y has shape {list(y.shape)}, expected [N]",
                         hint="labels are one 0/1 value per sample")
@@ -468,6 +470,14 @@ def _labels(p: Path, y: np.ndarray) -> np.ndarray:
         raise DataError(f"{p}: the eval set has no samples", hint="use a non-empty eval set")
     if y.dtype.kind not in "biuf":
         raise DataError(f"{p}: y has dtype {y.dtype}", hint="labels are 0/1 integers")
+    if kind == "multiclass":
+        whole = np.isfinite(y) & (y >= 0) & (np.floor(y) == y) if y.dtype.kind == "f" else y >= 0
+        if not bool(np.all(whole)):
+            first = int(np.argmax(~whole))
+            raise DataError(f"{p}: y[{first}] = {y[first]!r} is not a class label "
+                            f"({int((~whole).sum())} such labels)",
+                            hint="multi-class labels are whole numbers 0..K-1")
+        return y.astype(np.int64)
     bad = ~((y == 0) | (y == 1))
     if bad.any():
         first = int(np.argmax(bad))
@@ -485,6 +495,9 @@ class Scorer:
     Reuse one Scorer for repeated scoring (a calibration sweep): the session, the contract
     and the parsed eval sets are kept between calls.
     """
+
+    #: how eval sets' labels are read (``binary``: 0/1; a multi-class scorer sets ``multiclass``)
+    label_kind = "binary"
 
     def __init__(self, model_path: str | os.PathLike[str], *, threads: int = 1,
                  batch_size: int = DEFAULT_BATCH, input_name: str | None = None,
@@ -538,7 +551,7 @@ class Scorer:
                 key = (str(p),)
             cached = self._data.get(key)
             if cached is None:
-                cached = EvalData.open(p)
+                cached = EvalData.open(p, labels=self.label_kind)
                 self._data[key] = cached
                 while len(self._data) > 4:
                     self._data.popitem(last=False)

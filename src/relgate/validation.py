@@ -207,7 +207,20 @@ def run_validation(
     baseline: Baseline | None = None,
     progress: Callable[..., Any] | bool | None = None,
 ) -> ValidationOutcome:
-    """Validate *model_path* on *data_path* (module docstring); labels name paths in the report."""
+    """Validate *model_path* on *data_path* (module docstring); labels name paths in the report.
+
+    A task of another kind than binary (``task.kind``, or an ``--output-type`` of that kind)
+    is validated by its own module (:func:`relgate.tasks.validation_runner`)."""
+    from relgate.tasks import task_kind, validation_runner
+
+    runner = validation_runner(task_kind(params, output_type))
+    if runner is not None:
+        outcome: ValidationOutcome = runner(
+            model_path, data_path, params=params, calibration_path=calibration_path,
+            model_label=model_label, data_label=data_label, split=split, threshold=threshold,
+            input_name=input_name, output_name=output_name, positive_index=positive_index,
+            output_type=output_type, reducer=reducer, baseline=baseline, progress=progress)
+        return outcome
     from relgate import schemas
     from relgate.calibration import resolve_contract, score_is_probability
     from relgate.gates import apply_gates

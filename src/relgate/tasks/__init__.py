@@ -1,9 +1,15 @@
 """Task kinds: one module per kind of model relgate governs (issue 14, point 6).
 
-Intended interface of a task kind (a plan, not yet a contract: only
-:mod:`relgate.tasks.multiclass` exists, the binary code still lives in
-:mod:`relgate.metrics` and :mod:`relgate.calibration`, and nothing in
-validate, calibrate or promote calls this package yet):
+:func:`task_kind` says which kind params (or an ``--output-type`` flag) declare, and
+:func:`validation_runner` gives that kind's validation: ``relgate validate`` and
+``relgate promote`` (through :func:`relgate.validation.run_validation`) call it, so a new
+kind is one new module plus one entry in :data:`KINDS`. The binary kind still lives in
+:mod:`relgate.validation`, :mod:`relgate.metrics` and :mod:`relgate.calibration`; the
+multi-class kind in :mod:`relgate.tasks.multiclass` (metrics),
+:mod:`relgate.tasks.multiclass_calibration` (not wired yet) and
+:mod:`relgate.tasks.multiclass_validation` (validation).
+
+Interface of a task kind (validation is wired; calibration and thresholds are planned):
 
 * check labels and outputs: refuse (DataError, exit 2) labels outside the
   task's classes and outputs of the wrong shape or range; never clip silently;
@@ -16,3 +22,31 @@ validate, calibrate or promote calls this package yet):
   the largest coverage that meets a target accuracy;
 * plot data: rows for DVC plots (e.g. the confusion matrix).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: task kinds relgate validates, and the output types that imply each
+KINDS = ("binary", "multiclass")
+_TYPES = {"logits": "multiclass", "probabilities": "multiclass", "logit": "binary",
+          "probability": "binary", "features": "binary"}
+
+
+def task_kind(params: Any, output_type: str | None = None) -> str:
+    """The declared task kind: an ``--output-type`` flag's kind wins over ``task.kind``;
+    binary when nothing is declared (the binary code then refuses an unproven type)."""
+    if output_type is not None and output_type in _TYPES:
+        return _TYPES[output_type]
+    task = getattr(params, "task", None)
+    return "binary" if task is None else str(task.kind)
+
+
+def validation_runner(kind: str) -> Callable[..., Any] | None:
+    """The validation function of a non-binary kind (None: the binary code in validation)."""
+    if kind == "multiclass":
+        from relgate.tasks.multiclass_validation import run_multiclass_validation
+
+        return run_multiclass_validation
+    return None
