@@ -198,7 +198,7 @@ def _validate_and_promote(root: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("zipmap", [True, False], ids=["zipmap", "no-zipmap"])
 def test_digits_export_validates_and_promotes_with_scikit_learns_numbers(
-        digits: dict[str, Any], tmp_path: Path, zipmap: bool) -> None:
+        digits: dict[str, Any], tmp_path: Path, zipmap: bool, capsys: Any) -> None:
     model = _skl2onnx(digits["clf"], zipmap)
     output = "output_probability" if zipmap else "probabilities"
     classes = [f"digit{i}" for i in range(10)]
@@ -208,7 +208,10 @@ def test_digits_export_validates_and_promotes_with_scikit_learns_numbers(
     prob = _outputs(model, digits["x"], output)
     want = digits["clf"].predict_proba(digits["x"].astype(np.float64))
     assert np.max(np.abs(prob - want)) < 1e-5  # the export is the scikit-learn model
+    capsys.readouterr()
     report = _validate_and_promote(root)
+    shown = capsys.readouterr().out
+    assert "per class" in shown and "digit7" in shown  # the terminal's per-class table
     assert report["task"]["kind"] == "multiclass"
     assert report["task"]["classes"] == classes
     assert report["task"]["top_k"] == [3, 5]
@@ -264,3 +267,19 @@ def test_multiclass_gates_fail_closed_and_calibration_is_refused(
     assert relgate(root, "validate", "--model", "models/model.onnx", "--data", "data/test.npz",
                    "--calibration", "cal.json", "--out", "c.json") == 2
     assert "multi-class evaluation is not available yet" in capsys.readouterr().err
+
+
+def test_zipmap_class_keys_map_the_labels(digits: dict[str, Any], tmp_path: Path) -> None:
+    """A model fit on labels 10..19 has ZipMap keys 10..19: y holds those keys and is mapped
+    to columns 0..9 by key, never used as a column index (which would be out of range)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=0.05, max_iter=2000).fit(digits["x"][:500], digits["y"][:500] + 10)
+    model = _skl2onnx(clf, True)
+    x, y = digits["x"][500:], digits["y"][500:] + 10
+    root = _registry(tmp_path / "reg", model, {"test": {"x": x, "y": y}},
+                     {"kind": "multiclass", "output": "output_probability",
+                      "output_type": "probabilities", "top_k": [5]})
+    report = _validate_and_promote(root)
+    assert report["task"]["class_keys"] == list(range(10, 20))
+    _check_numbers(report, y - 10, _outputs(model, x, "output_probability"), top_k=5)

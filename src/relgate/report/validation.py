@@ -7,6 +7,7 @@ JSON file; ``--json`` prints it instead of this summary.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,18 +83,45 @@ def _checks_line(checks: Mapping[str, Any]) -> str:
     return "checks: " + ", ".join(parts)
 
 
+_PER_CLASS = re.compile(r"class_([0-9]+)_(precision|recall|f1)")
+
+
+def _class_table(report: Mapping[str, Any]) -> Any:
+    """One row per class of a multi-class report: name, support, precision, recall, F1."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    task, metrics = report.get("task") or {}, report["metrics"]
+    support = report["data"].get("support") or []
+    names = task.get("classes") or []
+    table = Table(title="per class", title_justify="left")
+    for col in ("class", "name", "support", "precision", "recall", "f1"):
+        table.add_column(col)
+    for k, count in enumerate(support):
+        cells = [_num((metrics.get(f"class_{k}_{m}") or {}).get("value"))
+                 for m in ("precision", "recall", "f1")]
+        table.add_row(str(k), escape(str(names[k])) if k < len(names) else "-", str(count),
+                      *cells)
+    return table
+
+
 def render_validation(report: Mapping[str, Any], console: Any, *, out: str | None = None) -> None:
     """The verdict, metrics with intervals, and one row per gate."""
     from rich.markup import escape
     from rich.table import Table
 
     data = report["data"]
+    task = report.get("task") or {}
+    multiclass = task.get("kind") == "multiclass"
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
+    counts = (f"{task.get('n_classes', len(data.get('support', [])))} classes, predicted by argmax"
+              if multiclass else f"pos={data['n_pos']}, neg={data['n_neg']}), "
+                                 f"threshold {report['threshold']:.6g}")
     console.print(
         f"{verdict}  "
         + escape(f"{report['model']['path']} on {data.get('split', '')} "
-                 f"({data['path']}, n={data['n']}, pos={data['n_pos']}, neg={data['n_neg']}), "
-                 f"threshold {report['threshold']:.6g}")
+                 f"({data['path']}, n={data['n']}, " + counts
+                 + (")" if multiclass else ""))
     )
     boot = report.get("bootstrap") or {}
     conf = f"{boot.get('confidence', 0) * 100:g}% CI" if boot.get("resamples") else "CI"
@@ -104,11 +132,15 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
 
     rank = {name: i for i, name in enumerate(ALL_METRICS)}
     ordered = sorted(report["metrics"].items(), key=lambda kv: (rank.get(kv[0], 99), kv[0]))
+    if multiclass:  # per-class numbers go to their own table
+        ordered = [(k, v) for k, v in ordered if not _PER_CLASS.fullmatch(k)]
     for name, entry in ordered:
         lo, hi = entry.get("ci_low"), entry.get("ci_high")
         ci = "-" if lo is None or hi is None else escape(f"[{_num(lo)}, {_num(hi)}]")
         metrics.add_row(name, _num(entry.get("value")), ci, escape(entry.get("reason", "")))
     console.print(metrics)
+    if multiclass:
+        console.print(_class_table(report))
     gates = Table(title=f"gates (mode {report['gates']['mode']})", title_justify="left")
     for col in ("gate", "observed", "result", "reason"):
         gates.add_column(col)
