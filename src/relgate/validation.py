@@ -68,6 +68,9 @@ class ValidationOutcome:
     report: dict[str, Any]
     y: npt.NDArray[np.int8]
     prob: FloatArray
+    #: more plot files by name (a multi-class report's confusion.json for DVC's confusion
+    #: template); none for a binary report
+    plots: Mapping[str, bytes] | None = None
 
     @property
     def passed(self) -> bool:
@@ -683,7 +686,8 @@ def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
 def write_plots(
     outcome: ValidationOutcome, folder: str | os.PathLike[str], *, bins: int
 ) -> list[Path]:
-    """Write roc.csv, pr.csv and reliability.csv for ``dvc plots``; returns the paths written."""
+    """Write roc.csv, pr.csv and reliability.csv (and the outcome's own plots, e.g. a multi-class
+    confusion.json) for ``dvc plots``; returns the paths written."""
     from relgate.jsonio import atomic_write_bytes
 
     target = Path(folder)
@@ -697,6 +701,7 @@ def write_plots(
             reliability_bins(y, prob, bins),
         ),
     }
+    files.update(outcome.plots or {})
     written = []
     for name, data in files.items():
         atomic_write_bytes(target / name, data)

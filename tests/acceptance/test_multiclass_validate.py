@@ -181,11 +181,18 @@ def _check_numbers(report: dict[str, Any], y: np.ndarray, prob: np.ndarray,
 
 def _validate_and_promote(root: Path) -> dict[str, Any]:
     code = relgate(root, "validate", "--model", "models/model.onnx", "--data", "data/test.npz",
-                   "--out", "analysis/validation_report.json")
+                   "--out", "analysis/validation_report.json", "--plots-dir", "analysis/plots")
     report: dict[str, Any] = json.loads(
         (root / "analysis" / "validation_report.json").read_text())
     assert code == 0, report["reasons"]
     assert report["passed"] is True
+    rows = json.loads((root / "analysis" / "plots" / "confusion.json").read_text())
+    assert len(rows) == report["data"]["n"]  # one record per sample, DVC's confusion shape
+    names = report["task"].get("classes") or [str(i) for i in range(report["task"]["n_classes"])]
+    counts = np.zeros((len(names), len(names)), dtype=int)
+    for r in rows:
+        counts[names.index(r["actual"]), names.index(r["predicted"])] += 1
+    assert counts.tolist() == report["confusion"]
     assert relgate(root, "promote") == 0
     bundle = root / "models" / "core" / "v1.0.0"
     published = json.loads((bundle / "validation_report.json").read_text()) \
@@ -283,3 +290,47 @@ def test_zipmap_class_keys_map_the_labels(digits: dict[str, Any], tmp_path: Path
     report = _validate_and_promote(root)
     assert report["task"]["class_keys"] == list(range(10, 20))
     _check_numbers(report, y - 10, _outputs(model, x, "output_probability"), top_k=5)
+
+
+def test_every_multiclass_metric_can_be_gated_and_fails_closed(digits: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    """Rules on multi-class names (value and interval bounds) judge the report's numbers; a
+    class absent from the data leaves min_class_recall and macro_auc undefined, and their
+    rules fail. (params.yaml cannot name these metrics until common.schema.json's metric_name
+    lists them, so the rules are given to run_validation directly.)"""
+    from dataclasses import replace
+
+    from relgate.params import GateRule, GatesSpec, load_params
+    from relgate.validation import run_validation
+
+    model = _skl2onnx(digits["clf"], False)
+    root = _registry(tmp_path / "reg", model, {"test": {"x": digits["x"], "y": digits["y"]}},
+                     {"kind": "multiclass", "output": "probabilities",
+                      "output_type": "probabilities", "top_k": [5]})
+    params = load_params(root / "params.yaml")
+    rules = (GateRule(metric="macro_f1", op=">=", value=0.85),
+             GateRule(metric="top5_accuracy", op=">=", value=0.98, on="ci_low"),
+             GateRule(metric="min_class_recall", op=">", value=0.6),
+             GateRule(metric="macro_auc", op=">=", value=0.99),
+             GateRule(metric="ece", op="<", value=0.5, on="ci_high"))
+    strict = replace(params, gates=GatesSpec(mode="all", rules=rules))
+    report = run_validation(root / "models" / "model.onnx", root / "data" / "test.npz",
+                            params=strict).report
+    assert report["passed"] is True
+    assert [r["passed"] for r in report["gates"]["results"]] == [True] * 5
+    assert report["gates"]["results"][1]["observed"] == report["metrics"]["top5_accuracy"]["ci_low"]
+    harsh = replace(params, gates=GatesSpec(mode="all", rules=(
+        GateRule(metric="macro_f1", op=">=", value=0.99),)))
+    report = run_validation(root / "models" / "model.onnx", root / "data" / "test.npz",
+                            params=harsh).report
+    assert report["passed"] is False and "macro_f1" in report["reasons"][0]
+    keep = digits["y"] != 4  # class 4 absent: its recall, hence the minimum, is undefined
+    np.savez(root / "data" / "no4.npz", x=digits["x"][keep], y=digits["y"][keep])
+    report = run_validation(root / "models" / "model.onnx", root / "data" / "no4.npz",
+                            params=strict).report
+    assert report["metrics"]["min_class_recall"]["value"] is None
+    assert report["metrics"]["macro_auc"]["value"] is None
+    assert report["passed"] is False
+    results = {r["metric"]: r for r in report["gates"]["results"]}
+    assert results["min_class_recall"]["passed"] is False
+    assert results["macro_auc"]["passed"] is False

@@ -12,11 +12,15 @@ output, ``zipmap: False``, or a ZipMap read in its class-key order) are checked,
 clipped. Labels are 0..K-1; a ZipMap's labels are mapped through its integer class keys.
 The model checks are the binary ones on the matrix: finite outputs, and a seeded sample
 of rows scored one at a time within the same tolerance of its batched row.
-Multi-class calibration is not available yet: a calibration is refused (exit 2).
+Multi-class calibration is not available yet: a calibration is refused (exit 2), and so
+is a comparison with a previous release. ``--plots-dir`` gets ``confusion.json`` (one
+``{actual, predicted}`` record per sample, class names when declared) for DVC's
+``confusion`` template; the binary curves are written without points.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -271,6 +275,7 @@ def run_multiclass_validation(
 
     support = np.bincount(y, minlength=k)
     confusion: list[list[int]] = [[0] * k for _ in range(k)]
+    plots: dict[str, bytes] = {}
     if failed:
         why = "; ".join(failed)
         estimates = {name: MetricEstimate(value=None, reason=f"not computed: {why}")
@@ -282,6 +287,9 @@ def run_multiclass_validation(
                              resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed)
         estimates = dict(result.metrics)
         confusion = [list(r) for r in result.confusion]
+        records = mc.confusion_rows(y, prob, classes=classes)
+        plots["confusion.json"] = (json.dumps(records, ensure_ascii=False, indent=0) + "\n"
+                                   ).encode("utf-8")
     verdict = apply_gates(params.gates, estimates)
     passed = bool(verdict.passed) and not failed
     metrics = {name: est.to_dict() for name, est in sorted(estimates.items())}
@@ -318,4 +326,4 @@ def run_multiclass_validation(
     schemas.validate(report, "validation-report", source="validation report")
     # no binary curves of a multi-class model: the plots get no points (prob NaN)
     return ValidationOutcome(report=report, y=np.zeros(y.shape, dtype=np.int8),
-                             prob=np.full(y.shape, np.nan))
+                             prob=np.full(y.shape, np.nan), plots=plots)
