@@ -334,3 +334,53 @@ def test_every_multiclass_metric_can_be_gated_and_fails_closed(digits: dict[str,
     results = {r["metric"]: r for r in report["gates"]["results"]}
     assert results["min_class_recall"]["passed"] is False
     assert results["macro_auc"]["passed"] is False
+
+
+def _nan_model(k: int) -> bytes:
+    """logits = sqrt(x @ W - 0.5): NaN wherever x @ W < 0.5 (an [N, K] float output)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, k)).astype(np.float32),
+                                "w")
+    half = numpy_helper.from_array(np.array([0.5], dtype=np.float32), "half")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]),
+         helper.make_node("Sub", ["m", "half"], ["s"]),
+         helper.make_node("Sqrt", ["s"], ["logits"])],
+        "nan", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])],
+        initializer=[w, half])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    return bytes(model.SerializeToString())
+
+
+def test_contradictions_and_nan_outputs_are_refused(digits: dict[str, Any], tmp_path: Path,
+                                                    capsys: Any) -> None:
+    """Logits declared as probabilities are bad input naming the rows (never clipped); a model
+    that outputs NaN fails (exit 1) with a report whose every metric is undefined."""
+    split = {"test": {"x": digits["x"], "y": digits["y"]}}
+    root = _registry(tmp_path / "a", _nan_model(10), split,
+                     {"kind": "multiclass", "output": "logits", "output_type": "logits"})
+    assert relgate(root, "validate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                   "--out", "r.json") == 1
+    report = json.loads((root / "r.json").read_text())
+    assert report["checks"]["finite"]["passed"] is False
+    assert all(m["value"] is None for m in report["metrics"].values())
+    assert "non-finite" in report["reasons"][0]
+    assert relgate(root, "promote") in (1, 2)
+    assert not (root / "models" / "core" / "v1.0.0").exists()
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    y = rng.integers(0, 5, 300)
+    model = _torch_logits(x, y, 5)
+    root = _registry(tmp_path / "b", model, {"test": {"x": x, "y": y}},
+                     {"kind": "multiclass", "output": "logits", "output_type": "probabilities"})
+    capsys.readouterr()
+    assert relgate(root, "validate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                   "--out", "r.json") == 2
+    err = capsys.readouterr().err
+    assert "output 'logits' is declared probabilities" in err
+    assert "value(s) do not" in err
+    assert not (root / "r.json").exists()

@@ -281,8 +281,12 @@ def run_multiclass_validation(
         estimates = {name: MetricEstimate(value=None, reason=f"not computed: {why}")
                      for name in mc.metric_names(k, top_k)}
     else:
-        prob = mc.softmax(out) if contract.output_type == "logits" \
-            else mc.check_probabilities(out, n_classes=k)
+        try:
+            prob = mc.softmax(out) if contract.output_type == "logits" \
+                else mc.check_probabilities(out, n_classes=k)
+        except DataError as exc:  # say which model and output contradict their declaration
+            raise DataError(f"{model_path}: output {contract.score_output!r} is declared "
+                            f"{contract.output_type}, but {exc.message}", hint=exc.hint) from None
         result = mc.evaluate(y, prob, n_classes=k, top_k=top_k, ece_bins=params.validate.ece_bins,
                              resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed)
         estimates = dict(result.metrics)
