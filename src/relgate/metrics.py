@@ -743,3 +743,15 @@ def paired_bootstrap_delta(y: Any, prob_candidate: Any, prob_baseline: Any, metr
                         resamples=resamples, seed=seed, bins=ece_bins)
     lo, hi = _interval(vc[metric] - vb[metric], float(confidence))
     return MetricEstimate(value=delta, ci_low=lo, ci_high=hi)
+
+
+# ---------------------------------------------------------------- kernels the task kinds share
+
+#: public names of the bootstrap and binning kernels for the task kinds (relgate.tasks);
+#: the underscore names stay for existing callers
+check_bootstrap = _check_bootstrap
+ratio = _ratio
+bin_index = _bin_index
+chunks = _chunks
+draw_counts = _draw_counts
+interval = _interval

@@ -67,12 +67,12 @@ import numpy.typing as npt
 from relgate.errors import DataError, ParamsError
 from relgate.metrics import (
     MetricEstimate,
-    _bin_index,
-    _check_bootstrap,
-    _chunks,
-    _draw_counts,
-    _interval,
-    _ratio,
+    bin_index,
+    check_bootstrap,
+    chunks,
+    draw_counts,
+    interval,
+    ratio,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -266,7 +266,7 @@ def _rows(y: IntArray, p: FloatArray) -> _Rows:
 
 
 def _binned_gap(p: FloatArray, target: FloatArray, bins: int) -> float:
-    gap = np.bincount(_bin_index(p, bins), weights=target - p, minlength=bins)
+    gap = np.bincount(bin_index(p, bins), weights=target - p, minlength=bins)
     return float(np.abs(gap).sum())
 
 
@@ -322,9 +322,9 @@ def _from_counts(tp: IntArray, predicted: IntArray, support: IntArray,
                  n: int) -> dict[str, FloatArray]:
     """Count metrics for [r, K] true positives and predicted counts (support fixed)."""
     k = support.size
-    precision = _ratio(tp, predicted)
-    recall = _ratio(tp, support[None, :])
-    f1 = _ratio(2 * tp, predicted + support[None, :])
+    precision = ratio(tp, predicted)
+    recall = ratio(tp, support[None, :])
+    f1 = ratio(2 * tp, predicted + support[None, :])
     weights = support.astype(np.float64) / n
     micro = tp.sum(axis=1) / n
     out: dict[str, FloatArray] = {"accuracy": micro}
@@ -444,7 +444,7 @@ def _model(y: IntArray, p: FloatArray, order: IntArray, support: IntArray,
     key = r.pred + k * r.correct
     g_order = np.argsort(key, kind="stable")
     g_starts, g_ids = _runs(key[g_order])
-    conf_bin = _bin_index(r.conf, bins)
+    conf_bin = bin_index(r.conf, bins)
     b_order = np.argsort(conf_bin, kind="stable")
     b_starts, _ = _runs(conf_bin[b_order])
     covered = covered_correct = None
@@ -467,7 +467,7 @@ def _model(y: IntArray, p: FloatArray, order: IntArray, support: IntArray,
             lo_list.append(np.searchsorted(s, own, side="left").astype(np.int64))
             hi_list.append(np.searchsorted(s, own, side="right").astype(np.int64))
             cw_resid[c] = (y_sorted[by_score] == c) - s
-            cw_starts.append(_runs(_bin_index(s, bins))[0])
+            cw_starts.append(_runs(bin_index(s, bins))[0])
     return _Model(
         n=n, k=k, support=support, starts=np.r_[0, np.cumsum(support)].astype(np.int64),
         hits={kk: (r.true_rank < kk).astype(np.int64) for kk in top_k},
@@ -546,11 +546,11 @@ def _resampled(models: Sequence[_Model], names: frozenset[str], *, resamples: in
     first = models[0]
     gens = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(first.k)]
     parts: list[dict[str, list[FloatArray]]] = [{nm: [] for nm in names} for _ in models]
-    for rows in _chunks(resamples, first.n):
+    for rows in chunks(resamples, first.n):
         counts = np.empty((rows, first.n), dtype=np.int32)
         for c, g in enumerate(gens):
             a, z = int(first.starts[c]), int(first.starts[c + 1])
-            counts[:, a:z] = _draw_counts(g, rows, z - a)
+            counts[:, a:z] = draw_counts(g, rows, z - a)
         for m, part in zip(models, parts, strict=True):
             for nm, v in _batch(m, counts, names).items():
                 part[nm].append(v)
@@ -578,7 +578,7 @@ def _prepare(y: Any, prob: Any, n_classes: int | None, top_k: Sequence[int], ece
              metrics: Sequence[str] | None) -> tuple[IntArray, FloatArray, tuple[int, ...],
                                                      tuple[str, ...]]:
     labels, p = check_multiclass(y, prob, n_classes=n_classes)
-    _check_bootstrap(resamples, confidence, ece_bins)
+    check_bootstrap(resamples, confidence, ece_bins)
     ks = _check_top_k(top_k)
     if selective_threshold is not None:
         t = selective_threshold
@@ -634,7 +634,7 @@ def _estimate(name: str, value: float, boot: FloatArray | None, support: IntArra
         reason = f"{name} undefined on this data"
     if reason is not None:
         return MetricEstimate(value=None, reason=reason)
-    lo, hi = _interval(boot, confidence) if boot is not None else (None, None)
+    lo, hi = interval(boot, confidence) if boot is not None else (None, None)
     return MetricEstimate(value=float(value), ci_low=lo, ci_high=hi)
 
 
