@@ -384,3 +384,43 @@ def test_contradictions_and_nan_outputs_are_refused(digits: dict[str, Any], tmp_
     assert "output 'logits' is declared probabilities" in err
     assert "value(s) do not" in err
     assert not (root / "r.json").exists()
+
+
+@pytest.mark.parametrize("edit", ["macro_f1", "class_3_recall_ci", "confusion", "support"])
+def test_promote_refuses_an_edited_multiclass_report(digits: dict[str, Any], tmp_path: Path,
+                                                     edit: str) -> None:
+    """Promotion re-evaluates the report: an ungated multi-class number, a per-class interval,
+    a confusion cell or a class support edited by more than the tolerance is not reproduced."""
+    model = _skl2onnx(digits["clf"], False)
+    root = _registry(tmp_path / "reg", model, {"test": {"x": digits["x"], "y": digits["y"]}},
+                     {"kind": "multiclass", "output": "probabilities",
+                      "output_type": "probabilities", "top_k": [5]})
+    path = root / "analysis" / "validation_report.json"
+    assert relgate(root, "validate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                   "--out", path.relative_to(root)) == 0
+    report = json.loads(path.read_text())
+    if edit == "macro_f1":
+        report["metrics"]["macro_f1"]["value"] += 1e-6
+    elif edit == "class_3_recall_ci":
+        report["metrics"]["class_3_recall"]["ci_low"] -= 1e-6
+    elif edit == "confusion":
+        report["confusion"][2][2] += 1
+    else:
+        report["data"]["support"][0] += 1
+    path.write_text(json.dumps(report))
+    assert relgate(root, "promote") == 1
+    assert not (root / "models" / "core" / "v1.0.0").exists()
+
+
+def test_multiclass_floats_compare_within_their_metrics_tolerance() -> None:
+    from relgate.release import report_differences
+
+    tolerance = {"macro_f1": 1e-3, "class_3_recall": 1e-2}.get
+    a = {"metrics": {"macro_f1": {"value": 0.9}, "class_3_recall": {"ci_low": 0.5},
+                     "top5_accuracy": {"value": 0.99}}}
+    b = {"metrics": {"macro_f1": {"value": 0.9005}, "class_3_recall": {"ci_low": 0.505},
+                     "top5_accuracy": {"value": 0.99}}}
+    assert report_differences(a, b, tolerance_for=lambda m: tolerance(m, 0.0)) == []
+    b["metrics"]["top5_accuracy"]["value"] = 0.9900001  # top5's tolerance is the default, 0
+    assert report_differences(a, b, tolerance_for=lambda m: tolerance(m, 0.0)) == [
+        "metrics.top5_accuracy.value: reported 0.99, re-evaluated 0.9900001"]
