@@ -338,6 +338,25 @@ def _run_dvc(args: list[str], cwd: Path, env: Mapping[str, str], progress: Progr
                 proc.wait()
 
 
+def _pull_inputs(root: Path, clone: Path, tracked: list[str], env: Mapping[str, str]) -> None:
+    """``dvc pull`` the ``.dvc``-tracked inputs into the clone: from the registry's own DVC
+    cache when it holds them (read as a local remote: nothing is written there), else from the
+    registry's configured remote."""
+    own_cache = root / ".dvc" / "cache"
+    if own_cache.is_dir():
+        code, _ = _run_dvc(["remote", "add", "--local", "relgate-registry-cache", str(own_cache)],
+                           clone, env, None, 0)
+        if code == 0:
+            code, _ = _run_dvc(["pull", "--quiet", "-r", "relgate-registry-cache", *tracked], clone,
+                               env, None, 0)
+            if code == 0:
+                return
+    code, tail = _run_dvc(["pull", "--quiet", *tracked], clone, env, None, 0)
+    if code != 0:
+        raise InputError(f"cannot fetch the registry's tracked inputs: {_failure_line(tail)}",
+                         hint="configure and fill the registry's DVC remote (dvc push)")
+
+
 def _failure_line(tail: list[str]) -> str:
     for line in reversed(tail):
         if "error" in line.lower() and line.strip():
@@ -399,10 +418,7 @@ def reproduce(registry: str | os.PathLike[str], rev: str = "HEAD", *,
                              hint="check the registry's .dvc/config")
         tracked = _git(["ls-files", "*.dvc", "**/*.dvc"], clone).stdout.split()
         if tracked:
-            code, tail = _run_dvc(["pull", "--quiet", *tracked], clone, env, None, 0)
-            if code != 0:
-                raise InputError(f"cannot fetch the registry's tracked inputs: {_failure_line(tail)}",
-                                 hint="configure and fill the registry's DVC remote (dvc push)")
+            _pull_inputs(root, clone, tracked, env)
         stages = list(lock.get("stages") or {})
         code, tail = _run_dvc(["repro", "--force", "--no-run-cache"], clone, env, progress, len(stages))
         failure = None if code == 0 else f"dvc repro failed: {_failure_line(tail)}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -221,3 +222,54 @@ def test_a_clone_left_by_a_killed_run_is_removed_by_the_next(tmp_path: Path,
     (stale / "registry").mkdir(parents=True)
     assert reproduce(root, env).returncode == 0
     assert leftovers(tmp) == []
+
+
+RAW_STAGE = """\
+import hashlib
+data = open("raw.csv", "rb").read()
+open("digest.txt", "w").write(hashlib.sha256(data).hexdigest())
+"""
+
+
+def _registry_with_tracked_input(root: Path, env: dict[str, str], remote: Path | None) -> Path:
+    """A registry whose stage reads raw.csv, an input tracked by `dvc add` (not a stage output)."""
+    root.mkdir(parents=True)
+    py = sys.executable
+    (root / "raw.csv").write_text("a,b\n1,2\n3,4\n")
+    (root / "digest.py").write_text(RAW_STAGE)
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"digest": {
+        "cmd": f"{py} digest.py", "deps": ["digest.py", "raw.csv"], "outs": ["digest.txt"]}}}))
+    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    sh("git", "init", "-q", "-b", "main", cwd=root, env=env)
+    sh("dvc", "init", "-q", cwd=root, env=env)
+    sh("dvc", "add", "-q", "raw.csv", cwd=root, env=env)
+    if remote is not None:
+        sh("dvc", "remote", "add", "-d", "store", str(remote), cwd=root, env=env)
+    sh("dvc", "repro", "-q", cwd=root, env=env)
+    if remote is not None:
+        sh("dvc", "push", "-q", cwd=root, env=env)
+    sh("git", "add", "-A", cwd=root, env=env)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "registry",
+       cwd=root, env=env)
+    return root
+
+
+def test_tracked_inputs_are_pulled_from_the_registrys_cache(tmp_path: Path, env: dict[str, str]) -> None:
+    root = _registry_with_tracked_input(tmp_path / "reg", env, remote=None)
+    proc = reproduce(root, env, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {o["path"]: o["verdict"] for o in json.loads(proc.stdout)["outputs"]} == {
+        "digest.txt": "identical"}
+
+
+def test_tracked_inputs_come_from_the_remote_when_the_cache_lacks_them(tmp_path: Path,
+                                                                      env: dict[str, str]) -> None:
+    remote = tmp_path / "remote"
+    root = _registry_with_tracked_input(tmp_path / "reg", env, remote=remote)
+    shutil.rmtree(root / ".dvc" / "cache")  # only the remote has raw.csv now
+    proc = reproduce(root, env, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shutil.rmtree(remote)  # and with neither, the input cannot be fetched: bad input
+    proc = reproduce(root, env)
+    assert proc.returncode == 2 and "cannot fetch the registry's tracked inputs" in proc.stderr
+    assert leftovers(Path(env["TMPDIR"])) == []
