@@ -162,12 +162,6 @@ _MULTICLASS_METRIC = re.compile(
     r"|class_(0|[1-9][0-9]*)_(precision|recall|f1))")
 
 
-def recordable(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The metrics release.json can name (its schema's metric names: every binary metric; a
-    multi-class report's accuracy, ece and brier). The bundled validation report keeps them all."""
-    return {k: v for k, v in metrics.items() if k in _METRIC_NAMES}
-
-
 def is_metric_name(key: str) -> bool:
     """Whether *key* names a metric (binary or multi-class): its floats take its tolerance."""
     return key in _METRIC_NAMES or _MULTICLASS_METRIC.fullmatch(key) is not None
@@ -364,7 +358,7 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
             artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
     shas = {"report": files[REPORT_FILE].sha256, "calibration": calibration_sha, "data": data_sha}
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
-                             gates=verdict.to_dict(), metrics=recordable(fresh["metrics"]),
+                             gates=verdict.to_dict(), metrics=fresh["metrics"],
                              reproductions=reproductions)
     schemas.validate(record, "release", source="release record")
     from relgate.card import model_card

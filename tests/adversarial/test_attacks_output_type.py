@@ -208,7 +208,7 @@ def test_an_output_type_flag_cannot_contradict_the_graph(cli: Any, cancer: dict[
     assert "produced by Sigmoid" in assert_clean_failure(res, codes=(2,))
 
 
-@pytest.mark.parametrize("command", ["validate", "calibrate", "evaluate"])
+@pytest.mark.parametrize("command", ["calibrate", "evaluate"])  # validate: test_multiclass_validate.py
 def test_a_multiclass_task_is_refused_as_not_available_yet(cli: Any, cancer: dict[str, Any],
                                                            tmp_path: Path, command: str) -> None:
     (tmp_path / "model.onnx").write_bytes(build("logits5", cancer))

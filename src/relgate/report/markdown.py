@@ -550,7 +550,7 @@ def _provenance_md(summary: ReportSummary) -> list[str]:
     data = md_code(summary.data_path)
     if summary.n is not None:
         split = f"split {md_text(summary.split)}, " if summary.split else ""
-        data += f" ({split}n={summary.n}: {summary.n_pos} positive, {summary.n_neg} negative)"
+        data += f" ({split}n={summary.n}{_class_counts(summary)})"
     lines.append(f"| data | {data} | {md_code(summary.data_sha256[:SHORT_SHA])} |")
     if summary.calibration is not None:
         thr = "" if summary.threshold is None else f", threshold {summary.threshold:.4g}"
@@ -624,7 +624,7 @@ def render_summary(summary: ReportSummary, console: Any) -> None:
         console.print(escape(note))
     data = f"{summary.data_path} sha256 {summary.data_sha256[:SHORT_SHA]}"
     if summary.n is not None:
-        data += f" (n={summary.n}: {summary.n_pos} positive, {summary.n_neg} negative)"
+        data += f" (n={summary.n}{_class_counts(summary)})"
     console.print(escape(f"model {summary.model_path} sha256 {summary.model_sha256[:SHORT_SHA]}"))
     console.print(escape(f"data  {data}"))
     tensors = Table(title="model contract", title_justify="left")
@@ -646,3 +646,11 @@ __all__: Sequence[str] = [
     "Comparison", "DeltaRow", "Reference", "ReportSummary", "compare", "md_code", "md_text",
     "reference_from_records", "render_summary", "summarize", "summary_json", "summary_markdown",
 ]
+
+
+def _class_counts(summary: Any) -> str:
+    """": 971 positive, 1029 negative" for a binary report; nothing for a multi-class one
+    (its per-class supports are in their own table)."""
+    if summary.n_pos is None or summary.n_neg is None:
+        return ""
+    return f": {summary.n_pos} positive, {summary.n_neg} negative"
