@@ -99,6 +99,9 @@ def _cpu_flags(path: str = "/proc/cpuinfo") -> list[str]:
 #: What this machine pins: the threads everywhere, the CPU code paths on x86-64-v3.
 PINNED_ENV: Mapping[str, str] = _host_pins()
 
+#: Whether this machine's CPU code paths are pinned (x86-64-v3), i.e. bytes match across CPUs.
+CPU_PATHS_PINNED: bool = set(X86_64_V3_ENV) <= set(PINNED_ENV)
+
 
 def pinned_settings() -> dict[str, Any]:
     """The pins as a JSON-safe record (what reports and release records carry)."""

@@ -22,10 +22,15 @@ from pathlib import Path
 import pytest
 
 from relgate.jsonio import read_json
-from relgate.numeric_env import PINNED_ENV
+from relgate.numeric_env import CPU_PATHS_PINNED, PINNED_ENV
 from tests.conftest import REPO_ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # the promise is for x86-64 with AVX2 and FMA; elsewhere only threads are pinned and
+    # bytes are not expected to match across CPUs (README: where bytes cannot match)
+    pytest.mark.skipif(not CPU_PATHS_PINNED, reason="CPU code paths are pinned on x86-64-v3 only"),
+]
 
 PARAMS = """\
 schema_version: 1
