@@ -50,3 +50,15 @@ def validation_runner(kind: str) -> Callable[..., Any] | None:
 
         return run_multiclass_validation
     return None
+
+
+def calibration_runner(kind: str) -> Callable[..., Any] | None:
+    """The calibration fit of a non-binary kind (None: :func:`relgate.calibration.calibrate_model`).
+
+    Same keyword arguments as ``calibrate_model``; returns an object with ``record``,
+    ``notes`` and ``warnings`` like ``calibrate_model``'s outcome."""
+    if kind == "multiclass":
+        from relgate.tasks.multiclass_calibration import calibrate_multiclass_model
+
+        return calibrate_multiclass_model
+    return None
