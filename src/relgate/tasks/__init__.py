@@ -3,11 +3,11 @@
 :func:`task_kind` says which kind params (or an ``--output-type`` flag) declare, and
 :func:`validation_runner` gives that kind's validation: ``relgate validate`` and
 ``relgate promote`` (through :func:`relgate.validation.run_validation`) call it, so a new
-kind is one new module plus one entry in :data:`KINDS`. The binary kind still lives in
-:mod:`relgate.validation`, :mod:`relgate.metrics` and :mod:`relgate.calibration`; the
-multi-class kind in :mod:`relgate.tasks.multiclass` (metrics),
-:mod:`relgate.tasks.multiclass_calibration` (not wired yet) and
-:mod:`relgate.tasks.multiclass_validation` (validation).
+kind is one new module plus one entry in :data:`KINDS`. The binary kind validates in
+:mod:`relgate.tasks.binary` (its metric engine is :mod:`relgate.metrics`, its calibration
+:func:`relgate.calibration.calibrate_model`); the multi-class kind in
+:mod:`relgate.tasks.multiclass` (metrics), :mod:`relgate.tasks.multiclass_calibration`
+(calibration) and :mod:`relgate.tasks.multiclass_validation` (validation).
 
 Interface of a task kind (validation is wired; calibration and thresholds are planned):
 
@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from relgate.errors import ParamsError
+
 #: task kinds relgate validates, and the output types that imply each
 KINDS = ("binary", "multiclass")
 _TYPES = {"logits": "multiclass", "probabilities": "multiclass", "logit": "binary",
@@ -43,20 +45,29 @@ def task_kind(params: Any, output_type: str | None = None) -> str:
     return "binary" if task is None else str(task.kind)
 
 
-def validation_runner(kind: str) -> Callable[..., Any] | None:
-    """The validation function of a non-binary kind (None: the binary code in validation)."""
+def validation_runner(kind: str) -> Callable[..., Any]:
+    """The validation function of *kind*: same keyword arguments as
+    :func:`relgate.validation.run_validation`, returns a ValidationOutcome."""
+    if kind == "binary":
+        from relgate.tasks.binary import run_binary_validation
+
+        return run_binary_validation
     if kind == "multiclass":
         from relgate.tasks.multiclass_validation import run_multiclass_validation
 
         return run_multiclass_validation
-    return None
+    raise ParamsError(f"unknown task kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
 
 
 def calibration_runner(kind: str) -> Callable[..., Any] | None:
-    """The calibration fit of a non-binary kind (None: :func:`relgate.calibration.calibrate_model`).
+    """The calibration fit of *kind* (None only for an unknown kind).
 
-    Same keyword arguments as ``calibrate_model``; returns an object with ``record``,
-    ``notes`` and ``warnings`` like ``calibrate_model``'s outcome."""
+    Same keyword arguments as :func:`relgate.calibration.calibrate_model`; returns an object
+    with ``record``, ``notes`` and ``warnings`` like ``calibrate_model``'s outcome."""
+    if kind == "binary":
+        from relgate.calibration import calibrate_model
+
+        return calibrate_model
     if kind == "multiclass":
         from relgate.tasks.multiclass_calibration import calibrate_multiclass_model
 
