@@ -354,6 +354,16 @@ class ThresholdSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SelectiveSpec:
+    """Multi-class "no conclusive" (seed 003 section 5): the confidence threshold chosen on
+    validation with the largest coverage whose covered rows' accuracy is >= target_accuracy;
+    none (and validation fails closed) when that coverage is below min_coverage."""
+
+    target_accuracy: float
+    min_coverage: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class CalibrateSpec:
     scales: tuple[float, ...] = (1.0,)
     offsets: tuple[float, ...] = (0.0,)
@@ -361,6 +371,8 @@ class CalibrateSpec:
     threshold: ThresholdSpec = field(default_factory=ThresholdSpec)
     inconclusive_band: float | None = None
     ece_bins: int = 15
+    #: multi-class tasks only: the selective-prediction target (None: every row is answered)
+    selective: SelectiveSpec | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -513,6 +525,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             threshold=ThresholdSpec(**cal.get("threshold", {})),
             inconclusive_band=cal.get("inconclusive_band"),
             ece_bins=cal.get("ece_bins", 15),
+            selective=None if cal.get("selective") is None
+            else SelectiveSpec(**cal["selective"]),
         ),
         validate=ValidateSpec(
             bootstrap=BootstrapSpec(**val.get("bootstrap", {})), ece_bins=val.get("ece_bins", 15)

@@ -1,4 +1,10 @@
-"""relgate calibrate: fit input scale/offset, probability map and threshold on the val split."""
+"""relgate calibrate: fit input scale/offset, probability map and threshold on the val split.
+
+The task kind (``task.kind`` in params, or an ``--output-type`` of that kind) picks the
+fit: binary (:func:`relgate.calibration.calibrate_model`) or multi-class (temperature
+and the "no conclusive" threshold, :mod:`relgate.tasks.multiclass_calibration`). For a
+multi-class task ``--plots-dir`` writes nothing: it has no input sweep.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="name recorded for the fit split (default: the data file's stem)")
     parser.add_argument("--plots-dir", metavar="DIR",
                         help="also write DIR/calibration_sweep.csv (scale, offset, auc) "
-                             "for dvc plots")
+                             "for dvc plots (binary tasks; a multi-class task writes nothing)")
     add_model_selection(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the calibration record as JSON instead of a summary")
@@ -38,17 +44,20 @@ def run(args: argparse.Namespace) -> int:
     from relgate.params import load_params
     from relgate.report import console, print_json, progress_enabled
     from relgate.report.validation import render_calibration
+    from relgate.tasks import calibration_runner, task_kind
     from relgate.validation import sweep_csv
 
     params = load_params(args.params)
-    outcome = calibrate_model(
+    fit = calibration_runner(task_kind(params, args.output_type)) or calibrate_model
+    outcome = fit(
         args.model, args.data, params=params, split=args.split,
         input_name=args.input_name, output_name=args.output_name,
         positive_index=args.positive_index, output_type=args.output_type, reducer=args.reducer,
         progress=progress_enabled(),
     )
+    multiclass = outcome.record.get("task") is not None
     write_json(args.out, outcome.record)
-    if args.plots_dir:
+    if args.plots_dir and not multiclass:
         atomic_write_bytes(Path(args.plots_dir) / "calibration_sweep.csv",
                            sweep_csv(outcome.record))
     for note in outcome.notes:
@@ -57,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"relgate: warning: {warning}\n")
     if args.json:
         print_json(outcome.record)
+    elif multiclass:
+        from relgate.report.multiclass_calibration import render_multiclass_calibration
+
+        render_multiclass_calibration(outcome.record, console(), out=args.out)
     else:
         render_calibration(outcome.record, console(), out=args.out)
     return EXIT_OK

@@ -12,8 +12,16 @@ output, ``zipmap: False``, or a ZipMap read in its class-key order) are checked,
 clipped. Labels are 0..K-1; a ZipMap's labels are mapped through its integer class keys.
 The model checks are the binary ones on the matrix: finite outputs, and a seeded sample
 of rows scored one at a time within the same tolerance of its batched row.
-Multi-class calibration is not available yet: a calibration is refused (exit 2), and so
-is a comparison with a previous release. ``--plots-dir`` gets ``confusion.json`` (one
+
+With ``--calibration`` (a multi-class record of ``relgate calibrate``) the calibration
+must belong to this model and not have been fit on the data validated; the metrics are
+those of the calibrated probabilities (softmax(z / T), :mod:`relgate.tasks.multiclass_calibration`),
+and a selective threshold adds ``coverage`` and ``selective_accuracy``. A calibration whose
+selective target had no threshold fails closed: both metrics are undefined (their gates
+fail) and the report fails with the calibration's reason. With a baseline (``gates.baseline``
+or ``--baseline``) the previous release's model is scored on the same rows, through its own
+calibration when it shipped one, and paired-bootstrap deltas judge ``gates.baseline.max_drop``.
+``--plots-dir`` gets ``confusion.json`` (one
 ``{actual, predicted}`` record per sample, class names when declared) for DVC's
 ``confusion`` template; the binary curves are written without points.
 """
@@ -171,6 +179,7 @@ def run_multiclass_validation(
     calibration_path: str | os.PathLike[str] | None = None,
     model_label: str | None = None,
     data_label: str | None = None,
+    calibration_label: str | None = None,
     split: str | None = None,
     threshold: float | None = None,
     input_name: str | None = None,
@@ -184,13 +193,14 @@ def run_multiclass_validation(
 ) -> Any:
     """A multi-class ValidationOutcome (module docstring)."""
     from relgate import schemas
-    from relgate.calibration import split_name
+    from relgate.calibration import load_calibration, split_name
     from relgate.gates import apply_gates
     from relgate.hashing import sha256_file
     from relgate.metrics import MetricEstimate
     from relgate.onnxmodel import model_digest
     from relgate.provenance import package_versions
     from relgate.tasks import multiclass as mc
+    from relgate.tasks import multiclass_calibration as mcal
     from relgate.validation import (
         BATCH_ATOL,
         BATCH_RTOL,
@@ -199,25 +209,32 @@ def run_multiclass_validation(
         _file_entry,
         _sha256_data,
         batch_sample,
+        check_calibration_applies,
     )
 
-    if calibration_path is not None:
-        raise ParamsError(f"{params.source}: the task is multi-class and a calibration is given; "
-                          "multi-class evaluation is not available yet with a calibration",
-                          hint="validate a multi-class model without --calibration (it reads "
-                               "the model's own probabilities)")
     if threshold is not None:
         raise ParamsError("--threshold applies to binary tasks only",
-                          hint="a multi-class model predicts the argmax")
-    if baseline is not None or params.gates.baseline is not None:
-        raise ParamsError("comparison with a previous release is not available yet for "
-                          "multi-class tasks", hint="drop gates.baseline / --baseline")
+                          hint="a multi-class model predicts the argmax (the no conclusive "
+                               "threshold comes from calibrate.selective)")
     model_path, data_path = Path(model_path), Path(data_path)
     contract = resolve_contract(model_path, params=params, input_name=input_name,
                                 output_name=output_name, positive_index=positive_index,
                                 output_type=output_type, reducer=reducer)
     digest = model_digest(model_path)
     data_sha = _sha256_data(data_path, sha256_file)
+    calibration: dict[str, Any] | None = None
+    calibration_ref: dict[str, Any] | None = None
+    if calibration_path is not None:
+        calibration = load_calibration(calibration_path)
+        if calibration.get("task") is None:
+            raise DataError(f"{calibration_path}: a binary calibration, but the task is "
+                            "multi-class", hint="re-run relgate calibrate with the multi-class "
+                                                "params")
+        check_calibration_applies(calibration, model_sha256=digest.sha256, data_sha256=data_sha,
+                                  calibration_source=str(calibration_path),
+                                  data_source=str(data_path))
+        calibration_ref = _calibration_ref(calibration, calibration_label or str(calibration_path),
+                                           sha256_file(calibration_path))
     scorer = MatrixScorer(model_path, threads=params.evaluate.threads,
                           batch_size=params.evaluate.batch_size, input_name=input_name,
                           contract=contract)
@@ -236,6 +253,11 @@ def run_multiclass_validation(
         raise ParamsError(f"{params.source}: task.top_k {too_big} exceed the {k} classes",
                           hint=f"use top_k values of at most {k}")
     mc.check_labels(y, k)
+    if calibration is not None:
+        mcal.check_multiclass_calibration(calibration, n_classes=k,
+                                          output_type=str(contract.output_type),
+                                          source=str(calibration_path))
+    asked, sel_t = mcal.selective_threshold(calibration)
 
     boot = params.validate.bootstrap
     n_bad = int(out.size - np.count_nonzero(np.isfinite(out)))
@@ -276,25 +298,41 @@ def run_multiclass_validation(
     support = np.bincount(y, minlength=k)
     confusion: list[list[int]] = [[0] * k for _ in range(k)]
     plots: dict[str, bytes] = {}
+    unselective: list[str] = []
+    comparison: dict[str, Any] | None = None
     if failed:
         why = "; ".join(failed)
         estimates = {name: MetricEstimate(value=None, reason=f"not computed: {why}")
-                     for name in mc.metric_names(k, top_k)}
+                     for name in mc.metric_names(k, top_k, selective=asked)}
     else:
         try:
-            prob = mc.softmax(out) if contract.output_type == "logits" \
-                else mc.check_probabilities(out, n_classes=k)
+            prob = mcal.calibrated_probabilities(out, str(contract.output_type), calibration)
         except DataError as exc:  # say which model and output contradict their declaration
             raise DataError(f"{model_path}: output {contract.score_output!r} is declared "
                             f"{contract.output_type}, but {exc.message}", hint=exc.hint) from None
         result = mc.evaluate(y, prob, n_classes=k, top_k=top_k, ece_bins=params.validate.ece_bins,
-                             resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed)
+                             resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
+                             selective_threshold=sel_t)
         estimates = dict(result.metrics)
+        if asked and sel_t is None:
+            assert calibration is not None
+            why = (f"no conclusive threshold in {calibration_path}: "
+                   f"{calibration['selective'].get('reason', 'the target was not met')}")
+            unselective.append(why)
+            for name in mc.SELECTIVE_METRICS:
+                estimates[name] = MetricEstimate(value=None, reason=why)
         confusion = [list(r) for r in result.confusion]
         records = mc.confusion_rows(y, prob, classes=classes)
         plots["confusion.json"] = (json.dumps(records, ensure_ascii=False, indent=0) + "\n"
                                    ).encode("utf-8")
-    verdict = apply_gates(params.gates, estimates)
+        if baseline is not None:
+            comparison = compare_multiclass_baseline(
+                baseline, data_path, data_sha, y=y, prob=prob, selective=(asked, sel_t),
+                top_k=top_k, params=params, progress=fn)
+    deltas = None if comparison is None else comparison["estimates"]
+    verdict = apply_gates(params.gates, estimates, deltas=deltas,
+                          baseline_name=None if baseline is None else baseline.name)
+    failed += unselective
     passed = bool(verdict.passed) and not failed
     metrics = {name: est.to_dict() for name, est in sorted(estimates.items())}
     task_block: dict[str, Any] = {**contract.task_dict("multiclass"), "warnings": []}
@@ -316,7 +354,7 @@ def run_multiclass_validation(
         "data": {"path": data_label or str(data_path), "sha256": data_sha,
                  "split": split or split_name(data_path), "n": int(y.size),
                  "n_pos": None, "n_neg": None, "support": [int(s) for s in support]},
-        "calibration": None,
+        "calibration": calibration_ref,
         "task": task_block,
         "threshold": 0.0,
         "metrics": metrics,
@@ -327,7 +365,111 @@ def run_multiclass_validation(
         "checks": checks,
         "environment": package_versions(),
     }
+    if comparison is not None:
+        report["baseline"] = comparison["record"]
     schemas.validate(report, "validation-report", source="validation report")
     # no binary curves of a multi-class model: the plots get no points (prob NaN)
     return ValidationOutcome(report=report, y=np.zeros(y.shape, dtype=np.int8),
                              prob=np.full(y.shape, np.nan), plots=plots)
+
+
+def _calibration_ref(calibration: dict[str, Any], path: str, sha256: str) -> dict[str, Any]:
+    """The report's calibration block: the file pinned by sha256 plus what it applied."""
+    prob, sel = calibration["probability"], calibration.get("selective")
+    ref: dict[str, Any] = {"path": path, "sha256": sha256,
+                           "fit_split_sha256": calibration["fit_split"]["sha256"],
+                           "method": prob["method"], "temperature": prob.get("temperature"),
+                           "selective": None}
+    if sel is not None:
+        ref["selective"] = {k: sel[k] for k in ("threshold", "target_accuracy", "min_coverage")}
+        if sel.get("reason"):
+            ref["selective"]["reason"] = sel["reason"]
+    return ref
+
+
+def compare_multiclass_baseline(
+    baseline: Any,
+    data_path: Path,
+    data_sha: str,
+    *,
+    y: npt.NDArray[np.int64],
+    prob: npt.NDArray[np.float64],
+    selective: tuple[bool, float | None],
+    top_k: tuple[int, ...],
+    params: Params,
+    progress: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Score the previous release on the same rows (through its own calibration when it
+    shipped one) and take paired-bootstrap deltas, candidate - baseline, for the metrics named
+    in ``gates.baseline.max_drop`` (every scalar metric without a baseline block). A selective
+    metric has a delta only when both models have a threshold; otherwise it is undefined with
+    a reason, and its rule fails closed."""
+    from dataclasses import replace
+
+    from relgate.calibration import load_calibration
+    from relgate.metrics import MetricEstimate
+    from relgate.onnxmodel import model_digest
+    from relgate.tasks import multiclass as mc
+    from relgate.tasks import multiclass_calibration as mcal
+    from relgate.validation import check_calibration_applies
+
+    digest = model_digest(baseline.model_path)
+    if baseline.expected_sha256 is not None and digest.sha256 != baseline.expected_sha256:
+        raise DataError(
+            f"{baseline.model_path}: the baseline model does not match its release record "
+            f"(sha256 {digest.sha256[:12]}…, recorded {baseline.expected_sha256[:12]}…)",
+            hint="relgate verify the previous release's bundle, or dvc pull it again")
+    calibration = None
+    if baseline.calibration_path is not None:
+        calibration = load_calibration(baseline.calibration_path)
+        check_calibration_applies(calibration, model_sha256=digest.sha256, data_sha256=data_sha,
+                                  calibration_source=str(baseline.calibration_path),
+                                  data_source=str(data_path))
+    task = params.task
+    if task is not None and baseline.output_name is not None:
+        task = replace(task, output=baseline.output_name)
+    contract = resolve_contract(Path(baseline.model_path),
+                                params=replace(params, contract=None, task=task),
+                                input_name=None, output_name=baseline.output_name,
+                                positive_index=None, output_type=None, reducer=None)
+    scorer = MatrixScorer(baseline.model_path, threads=params.evaluate.threads,
+                          batch_size=params.evaluate.batch_size, contract=contract)
+    out_b, y_b = scorer.matrix(data_path, progress=progress)
+    if not np.array_equal(y_b, y):
+        raise DataError(f"{data_path}: labels differ between the two scorings",
+                        hint="the data file changed during validation, or the baseline's "
+                             "class keys differ; run again")
+    k = int(prob.shape[1])
+    if out_b.shape[1] != k:
+        raise DataError(f"{baseline.model_path}: the baseline outputs {out_b.shape[1]} classes, "
+                        f"the candidate {k}", hint="compare models of the same task")
+    if not np.all(np.isfinite(out_b)):
+        raise DataError(f"{baseline.model_path}: the baseline produced NaN or infinite outputs",
+                        hint="a baseline must be scored on finite outputs")
+    if calibration is not None:
+        mcal.check_multiclass_calibration(calibration, n_classes=k,
+                                          output_type=str(contract.output_type),
+                                          source=str(baseline.calibration_path))
+    prob_b = mcal.calibrated_probabilities(out_b, str(contract.output_type), calibration)
+    _, t_b = mcal.selective_threshold(calibration)
+    _, t_c = selective
+    spec = params.gates.baseline
+    names = sorted(spec.max_drop) if spec is not None else list(mc.SCALAR_METRICS)
+    pair = (t_c, t_b) if t_c is not None and t_b is not None else None
+    both = pair is not None
+    plain = [n for n in names if n not in mc.SELECTIVE_METRICS or both]
+    boot = params.validate.bootstrap
+    estimates: dict[str, Any] = dict(mc.paired_deltas(
+        y, prob, prob_b, n_classes=k, top_k=top_k, ece_bins=params.validate.ece_bins,
+        resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
+        selective_thresholds=pair, metrics=plain)) if plain else {}
+    for name in names:
+        if name not in estimates:
+            who = "the candidate" if t_c is None else "the previous release"
+            estimates[name] = MetricEstimate(value=None, reason=f"{name}: {who} has no "
+                                                                "conclusive threshold")
+    record = {"name": baseline.name, "model_sha256": digest.sha256,
+              "deltas": {n: v.to_dict() for n, v in sorted(estimates.items())}}
+    if calibration is not None:
+        record["temperature"] = calibration["probability"].get("temperature")
+    return {"estimates": estimates, "record": record}
