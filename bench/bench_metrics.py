@@ -51,8 +51,33 @@ def case_bootstrap() -> str:
                 target="<= 0.2")
 
 
+def case_report() -> str:
+    """Every binary report metric (evaluate_metrics) with 200 resamples on 10^5 samples vs a loop
+    of sklearn's roc_auc_score and f1_score on the same number of resamples (binary metrics
+    must not get slower: issue 14)."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    y, s = _data(100_000, 2)
+    resamples = 200
+
+    def ours() -> object:
+        return metrics.evaluate_metrics(y, s, 0.5, resamples=resamples, seed=0)
+
+    def baseline() -> object:
+        rng = np.random.default_rng(0)
+        values = []
+        for _ in range(resamples):
+            idx = rng.integers(0, y.size, y.size)
+            values.append((roc_auc_score(y[idx], s[idx]), f1_score(y[idx], s[idx] >= 0.5)))
+        return np.quantile(values, [0.025, 0.975], axis=0)
+
+    t_ours, t_base = compare(ours, baseline, repeats=3, warmup=0)
+    return line("report metrics 200 x n=1e5", t_ours, t_base,
+                "loop of sklearn roc_auc_score + f1_score", target="no slower than before")
+
+
 def main() -> None:
-    for case in (case_auc, case_bootstrap):
+    for case in (case_auc, case_bootstrap, case_report):
         print(case(), flush=True)
 
 

@@ -55,8 +55,12 @@ IntArray = npt.NDArray[np.int64]
 
 #: Metrics that get bootstrap intervals, in report order.
 BOOTSTRAP_METRICS = (
-    "auc", "pr_auc", "f1", "precision", "recall", "accuracy", "specificity", "ece", "brier",
+    "auc", "pr_auc", "f1", "macro_f1", "precision", "recall", "accuracy", "specificity", "ece",
+    "brier",
 )
+#: Selective-prediction metrics: defined only with a "no conclusive" band [low, high) on the
+#: probability (a calibration's ``inconclusive``); bootstrap intervals like the rest.
+SELECTIVE_METRICS = ("coverage", "selective_precision")
 #: Output health stats (point values only).
 HEALTH_METRICS = ("mean_std", "high_corr_frac", "frac_sig")
 ALL_METRICS = BOOTSTRAP_METRICS + HEALTH_METRICS
@@ -66,7 +70,7 @@ LOWER_IS_BETTER = frozenset({"ece", "brier", "high_corr_frac"})
 HIGH_CORR = 0.95
 #: Above this many feature dimensions high_corr_frac is not computed (d*d pairs).
 MAX_CORR_DIMS = 4096
-_THRESHOLD_METRICS = ("f1", "precision", "recall", "accuracy", "specificity")
+_THRESHOLD_METRICS = ("f1", "macro_f1", "precision", "recall", "accuracy", "specificity")
 # Elements per bootstrap chunk (resamples x samples); a function of n only, so
 # chunking, and therefore every random draw, is the same on every machine.
 _CHUNK_ELEMENTS = 1 << 21
@@ -329,21 +333,25 @@ def _ratio(num: Any, den: Any) -> Any:
 
 
 def _from_counts(tp: Any, fp: Any, tn: Any, fn: Any) -> dict[str, Any]:
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     return {
         "precision": _ratio(tp, tp + fp),
         "recall": _ratio(tp, tp + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "f1": f1,
+        # the F1 of class 1 and of class 0 (2TN / (2TN + FN + FP)), averaged
+        "macro_f1": (f1 + _ratio(2 * tn, 2 * tn + fn + fp)) / 2.0,
         "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
         "specificity": _ratio(tn, tn + fp),
     }
 
 
 def threshold_metrics(y: Any, scores: Any, threshold: float) -> dict[str, float]:
-    """precision, recall, f1, accuracy, specificity at ``score >= threshold``.
+    """precision, recall, f1, macro_f1, accuracy, specificity at ``score >= threshold``.
 
     Zero division gives 0.0 (scikit-learn ``zero_division=0``): precision with no
     predicted positives, recall with no positives, specificity with no negatives,
-    F1 when ``2TP + FP + FN == 0``.
+    F1 when ``2TP + FP + FN == 0``; ``macro_f1`` is the mean of the F1 of class 1
+    and the F1 of class 0 (``2TN / (2TN + FN + FP)``).
     """
     c = confusion_at(y, scores, threshold)
     counts = _from_counts(np.array(c.tp), np.array(c.fp), np.array(c.tn), np.array(c.fn))
@@ -512,14 +520,17 @@ def _prefix(counts: IntArray) -> IntArray:
 
 
 def _batch(r: _Ranked, cpos: IntArray, cneg: IntArray, names: tuple[str, ...],
-           threshold: float, bins: int) -> dict[str, FloatArray]:
+           threshold: float, bins: int, band: tuple[float, float] | None = None
+           ) -> dict[str, FloatArray]:
     """Metrics for k weighted resamples at once; counts are [k, n_pos] and [k, n_neg]
-    in ``r``'s sorted order. Every resample keeps the class totals of ``r``."""
+    in ``r``'s sorted order. Every resample keeps the class totals of ``r``. The
+    SELECTIVE_METRICS need *band* ([low, high), inconclusive); NaN without one."""
     n_pos, n_neg = r.pos.size, r.neg.size
     n = n_pos + n_neg
     k = cpos.shape[0]
     out: dict[str, FloatArray] = {}
-    want_thr = any(m in names for m in _THRESHOLD_METRICS)
+    want_sel = any(m in names for m in SELECTIVE_METRICS)
+    want_thr = want_sel or any(m in names for m in _THRESHOLD_METRICS)
     cn = _prefix(cneg) if ("auc" in names or "pr_auc" in names or want_thr) else None
     cp = _prefix(cpos) if ("pr_auc" in names or want_thr) else None
     if "auc" in names:
@@ -549,6 +560,8 @@ def _batch(r: _Ranked, cpos: IntArray, cneg: IntArray, names: tuple[str, ...],
         tn = cn[:, a_neg]
         fp = n_neg - tn
         out.update({m: v for m, v in _from_counts(tp, fp, tn, fn).items() if m in names})
+        if want_sel:
+            out.update(_selective(r, cp, cn, tp, fp, threshold, band, k))
     if "ece" in names or "brier" in names:
         sq = np.zeros(k)
         gap = np.zeros((k, bins))
@@ -567,6 +580,30 @@ def _batch(r: _Ranked, cpos: IntArray, cneg: IntArray, names: tuple[str, ...],
         out["brier"] = sq / n
         out["ece"] = np.abs(gap).sum(axis=1) / n
     return {m: out[m] for m in names}
+
+
+def _selective(r: _Ranked, cp: IntArray, cn: IntArray, tp: IntArray, fp: IntArray,
+               threshold: float, band: tuple[float, float] | None, k: int
+               ) -> dict[str, FloatArray]:
+    """coverage and selective_precision from prefix counts: a sample is inconclusive when
+    ``low <= p < high``; a conclusive positive is ``p >= threshold`` outside the band."""
+    if band is None:
+        nan = np.full(k, np.nan)
+        return {"coverage": nan, "selective_precision": nan}
+    low, high = band
+    cut = max(threshold, low)  # predicted positives inside the band: [max(thr, low), high)
+
+    def between(prefix: IntArray, sorted_scores: FloatArray, a: float, b: float) -> IntArray:
+        if a >= b:
+            return np.zeros(k, dtype=np.int64)
+        i, j = np.searchsorted(sorted_scores, (a, b), side="left")
+        return prefix[:, j] - prefix[:, i]
+
+    held = between(cp, r.pos, low, high) + between(cn, r.neg, low, high)
+    tp_c = tp - between(cp, r.pos, cut, high)
+    fp_c = fp - between(cn, r.neg, cut, high)
+    n = r.pos.size + r.neg.size
+    return {"coverage": _ratio(n - held, n), "selective_precision": _ratio(tp_c, tp_c + fp_c)}
 
 
 def _chunks(resamples: int, n: int) -> Iterator[int]:
@@ -589,7 +626,9 @@ def _draw_counts(rng: np.random.Generator, rows: int, size: int) -> IntArray:
 
 def _resampled(rankeds: tuple[_Ranked, ...], perms: tuple[tuple[IntArray, IntArray] | None, ...],
                names: tuple[str, ...], thresholds: tuple[float, ...], *, resamples: int,
-               seed: int, bins: int) -> list[dict[str, FloatArray]]:
+               seed: int, bins: int,
+               bands: tuple[tuple[float, float] | None, ...] | None = None
+               ) -> list[dict[str, FloatArray]]:
     """Per model, each metric over the same ``resamples`` stratified resamples.
 
     Counts are drawn in the first model's sorted order; ``perms[m]`` maps them
@@ -600,12 +639,14 @@ def _resampled(rankeds: tuple[_Ranked, ...], perms: tuple[tuple[IntArray, IntArr
     pos_seq, neg_seq = np.random.SeedSequence(seed).spawn(2)
     rng_pos, rng_neg = np.random.default_rng(pos_seq), np.random.default_rng(neg_seq)
     parts: list[dict[str, list[FloatArray]]] = [{m: [] for m in names} for _ in rankeds]
+    per_model = bands if bands is not None else (None,) * len(rankeds)
     for rows in _chunks(resamples, first.pos.size + first.neg.size):
         cpos = _draw_counts(rng_pos, rows, first.pos.size)
         cneg = _draw_counts(rng_neg, rows, first.neg.size)
-        for m, (r, perm, t) in enumerate(zip(rankeds, perms, thresholds, strict=True)):
+        for m, (r, perm, t, band) in enumerate(zip(rankeds, perms, thresholds, per_model,
+                                                   strict=True)):
             cp, cn = (cpos, cneg) if perm is None else (cpos[:, perm[0]], cneg[:, perm[1]])
-            for name, values in _batch(r, cp, cn, names, t, bins).items():
+            for name, values in _batch(r, cp, cn, names, t, bins, band).items():
                 parts[m][name].append(values)
     return [{m: np.concatenate(v) if v else np.empty(0) for m, v in p.items()} for p in parts]
 
@@ -625,22 +666,27 @@ def _undefined_reason(name: str, n_pos: int, n_neg: int) -> str | None:
         return f"AUC undefined: labels contain one class ({counts})"
     if name in ("pr_auc", "recall", "f1") and n_pos == 0:
         return f"{name} undefined: labels contain no positives ({counts})"
+    if name == "macro_f1" and (n_pos == 0 or n_neg == 0):
+        return f"macro_f1 undefined: labels contain one class ({counts})"
     if name == "specificity" and n_neg == 0:
         return f"specificity undefined: labels contain no negatives ({counts})"
     return None
 
 
-def _point(r: _Ranked, names: tuple[str, ...], threshold: float, bins: int) -> dict[str, float]:
+def _point(r: _Ranked, names: tuple[str, ...], threshold: float, bins: int,
+           band: tuple[float, float] | None = None) -> dict[str, float]:
     ones_p = np.ones((1, r.pos.size), dtype=np.int64)
     ones_n = np.ones((1, r.neg.size), dtype=np.int64)
-    return {k: float(v[0]) for k, v in _batch(r, ones_p, ones_n, names, threshold, bins).items()}
+    batch = _batch(r, ones_p, ones_n, names, threshold, bins, band)
+    return {k: float(v[0]) for k, v in batch.items()}
 
 
 def _estimates(r: _Ranked, names: tuple[str, ...], threshold: float, *, resamples: int,
-               confidence: float, seed: int, bins: int) -> dict[str, MetricEstimate]:
-    point = _point(r, names, threshold, bins)
+               confidence: float, seed: int, bins: int,
+               band: tuple[float, float] | None = None) -> dict[str, MetricEstimate]:
+    point = _point(r, names, threshold, bins, band)
     boot = (_resampled((r,), (None,), names, (threshold,), resamples=resamples, seed=seed,
-                       bins=bins)[0] if resamples else {})
+                       bins=bins, bands=(band,))[0] if resamples else {})
     out: dict[str, MetricEstimate] = {}
     for name in names:
         reason = _undefined_reason(name, r.pos.size, r.neg.size)
@@ -658,41 +704,69 @@ def _ranked(labels: npt.NDArray[np.int8], s: FloatArray) -> _Ranked:
     return _Ranked.build(pos, neg)
 
 
+def _check_band(band: Any) -> tuple[float, float] | None:
+    """A "no conclusive" band as ``(low, high)`` with finite ``low <= high`` (None: no band)."""
+    if band is None:
+        return None
+    low, high = (float(band[0]), float(band[1])) if not isinstance(band, Mapping) else (
+        float(band["low"]), float(band["high"]))
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ParamsError(f"inconclusive band must be finite with low <= high, got {band!r}",
+                          hint="the band is [low, high) on the probability")
+    return low, high
+
+
+def _selective_undefined(name: str, band: tuple[float, float] | None) -> MetricEstimate | None:
+    if name in SELECTIVE_METRICS and band is None:
+        return MetricEstimate(value=None, reason=f"{name} undefined: the calibration has no "
+                              "inconclusive band (calibrate.inconclusive_band)")
+    return None
+
+
 def bootstrap_metric(y: Any, scores: Any, metric: str, *, threshold: float = 0.5,
                      resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-                     ece_bins: int = 15) -> MetricEstimate:
+                     ece_bins: int = 15, band: Any = None) -> MetricEstimate:
     """One metric with its stratified-bootstrap percentile interval.
 
     ``scores`` may be any finite scores for ranking metrics; ``ece`` and
-    ``brier`` need probabilities in [0, 1].
+    ``brier`` need probabilities in [0, 1]; the SELECTIVE_METRICS a *band*
+    (``(low, high)`` or a calibration's ``inconclusive`` mapping).
     """
-    if metric not in BOOTSTRAP_METRICS:
+    if metric not in BOOTSTRAP_METRICS + SELECTIVE_METRICS:
         raise ParamsError(f"unknown metric {metric!r}",
-                          hint=f"use one of: {', '.join(BOOTSTRAP_METRICS)}")
+                          hint=f"use one of: {', '.join(BOOTSTRAP_METRICS + SELECTIVE_METRICS)}")
     labels, s = check_binary(y, scores)
     if metric in ("ece", "brier"):
         _check_prob(s)
     _check_bootstrap(resamples, confidence, ece_bins)
     t = _check_threshold(threshold)
+    cut = _check_band(band)
+    undefined = _selective_undefined(metric, cut)
+    if undefined is not None:
+        return undefined
     return _estimates(_ranked(labels, s), (metric,), t, resamples=resamples,
-                      confidence=float(confidence), seed=seed, bins=ece_bins)[metric]
+                      confidence=float(confidence), seed=seed, bins=ece_bins, band=cut)[metric]
 
 
 def evaluate_metrics(y: Any, prob: Any, threshold: float, *, resamples: int = 1000,
                      confidence: float = 0.95, seed: int = 0, ece_bins: int = 15,
-                     features: Any = None) -> dict[str, MetricEstimate]:
+                     features: Any = None, band: Any = None) -> dict[str, MetricEstimate]:
     """Every reported metric: the BOOTSTRAP_METRICS with intervals, the health stats as points.
 
     ``prob`` are calibrated probabilities in [0, 1]; ``features`` ([N] or [N, D])
     feed the health stats and default to ``prob``. ``resamples=0`` gives no
-    intervals. Undefined metrics have ``value=None`` and a reason.
+    intervals. Undefined metrics have ``value=None`` and a reason. With a "no
+    conclusive" *band* (``(low, high)`` or a calibration's ``inconclusive``), the
+    SELECTIVE_METRICS too, on the same resamples.
     """
     labels, p = check_binary(y, prob)
     _check_prob(p)
     _check_bootstrap(resamples, confidence, ece_bins)
     t = _check_threshold(threshold)
-    out = _estimates(_ranked(labels, p), BOOTSTRAP_METRICS, t, resamples=resamples,
-                     confidence=float(confidence), seed=seed, bins=ece_bins)
+    cut = _check_band(band)
+    names = BOOTSTRAP_METRICS if cut is None else BOOTSTRAP_METRICS + SELECTIVE_METRICS
+    out = _estimates(_ranked(labels, p), names, t, resamples=resamples,
+                     confidence=float(confidence), seed=seed, bins=ece_bins, band=cut)
     health = _health(p if features is None else features, p, t)
     for name in HEALTH_METRICS:
         value, reason = health[name]
@@ -703,16 +777,23 @@ def evaluate_metrics(y: Any, prob: Any, threshold: float, *, resamples: int = 10
 def paired_bootstrap_delta(y: Any, prob_candidate: Any, prob_baseline: Any, metric: str,
                            threshold_candidate: float, threshold_baseline: float, *,
                            resamples: int, confidence: float, seed: int,
-                           ece_bins: int = 15) -> MetricEstimate:
+                           ece_bins: int = 15, band_candidate: Any = None,
+                           band_baseline: Any = None) -> MetricEstimate:
     """``metric(candidate) - metric(baseline)`` on the same samples, with a paired interval.
 
     Both models are evaluated on the very same resampled samples, so the
     interval reflects the difference between the models rather than the noise
     of the data set. For LOWER_IS_BETTER metrics a positive delta is a regression.
+    A SELECTIVE_METRICS delta needs both models' bands (undefined otherwise).
     """
-    if metric not in BOOTSTRAP_METRICS:
+    if metric not in BOOTSTRAP_METRICS + SELECTIVE_METRICS:
         raise ParamsError(f"unknown metric {metric!r} for a paired comparison",
-                          hint=f"use one of: {', '.join(BOOTSTRAP_METRICS)}")
+                          hint=f"use one of: {', '.join(BOOTSTRAP_METRICS + SELECTIVE_METRICS)}")
+    band_c, band_b = _check_band(band_candidate), _check_band(band_baseline)
+    for band, who in ((band_c, "candidate"), (band_b, "baseline")):
+        undefined = _selective_undefined(metric, band)
+        if undefined is not None:
+            return MetricEstimate(value=None, reason=f"{undefined.reason} ({who})")
     labels, pc = check_binary(y, prob_candidate)
     _, pb = check_binary(y, prob_baseline)
     if metric in ("ece", "brier"):
@@ -736,11 +817,12 @@ def paired_bootstrap_delta(y: Any, prob_candidate: Any, prob_baseline: Any, metr
     if reason is not None:
         return MetricEstimate(value=None, reason=reason)
     names = (metric,)
-    delta = _point(cand, names, tc, ece_bins)[metric] - _point(base, names, tb, ece_bins)[metric]
+    delta = (_point(cand, names, tc, ece_bins, band_c)[metric]
+             - _point(base, names, tb, ece_bins, band_b)[metric])
     if not resamples:
         return MetricEstimate(value=delta)
     vc, vb = _resampled((cand, base), (None, (rank[ob_pos], rank[ob_neg])), names, (tc, tb),
-                        resamples=resamples, seed=seed, bins=ece_bins)
+                        resamples=resamples, seed=seed, bins=ece_bins, bands=(band_c, band_b))
     lo, hi = _interval(vc[metric] - vb[metric], float(confidence))
     return MetricEstimate(value=delta, ci_low=lo, ci_high=hi)
 

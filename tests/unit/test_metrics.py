@@ -28,7 +28,8 @@ def test_small_worked_example() -> None:
     c = metrics.confusion_at(y, s, 0.35)
     assert (c.tp, c.fp, c.tn, c.fn, c.n) == (2, 1, 1, 0, 4)
     assert metrics.threshold_metrics(y, s, 0.35) == {
-        "precision": 2 / 3, "recall": 1.0, "f1": 0.8, "accuracy": 0.75, "specificity": 0.5}
+        "precision": 2 / 3, "recall": 1.0, "f1": 0.8, "macro_f1": (0.8 + 2 / 3) / 2,
+        "accuracy": 0.75, "specificity": 0.5}
 
 
 def test_threshold_is_inclusive() -> None:
@@ -67,8 +68,9 @@ def test_single_class_labels() -> None:
 
 def test_no_predicted_positives_policy() -> None:
     tm = metrics.threshold_metrics(Y, P, 0.95)
-    assert tm == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "accuracy": 0.5,
-                  "specificity": 1.0}
+    # macro_f1: class 1's F1 is 0, class 0's is 2TN / (2TN + FN) with TN = FN
+    assert tm == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "macro_f1": (0.0 + 2 / 3) / 2,
+                  "accuracy": 0.5, "specificity": 1.0}
     assert tm["precision"] == skm.precision_score(Y, P >= 0.95, zero_division=0)
     assert metrics.threshold_metrics([0, 0], [0.1, 0.2], 0.5)["f1"] == 0.0
     assert metrics.threshold_metrics([1, 1], [0.7, 0.8], 0.5)["specificity"] == 0.0
@@ -296,6 +298,8 @@ def _sk(name: str, y: np.ndarray, s: np.ndarray, thr: float, bins: int) -> float
     fn = {"f1": skm.f1_score, "precision": skm.precision_score, "recall": skm.recall_score}
     if name == "accuracy":
         return float(skm.accuracy_score(y, pred))
+    if name == "macro_f1":
+        return float(skm.f1_score(y, pred, average="macro"))
     return float(fn[name](y, pred, zero_division=0))
 
 

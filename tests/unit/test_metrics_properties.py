@@ -72,13 +72,15 @@ def test_threshold_metrics_equal_sklearn(data: tuple[np.ndarray, np.ndarray], t:
         "precision": skm.precision_score(y, pred, zero_division=0),
         "recall": skm.recall_score(y, pred, zero_division=0),
         "f1": skm.f1_score(y, pred, zero_division=0),
+        "macro_f1": skm.f1_score(y, pred, average="macro", labels=[0, 1], zero_division=0),
         "accuracy": skm.accuracy_score(y, pred),
         "specificity": skm.recall_score(1 - y, 1 - pred, zero_division=0),
     }
     for name, value in expected.items():
         assert abs(ours[name] - value) <= TOL, name
         boot = metrics.bootstrap_metric(y, s, name, threshold=thr, resamples=0)
-        if boot.value is not None:  # recall/f1 have no value without positives
+        if boot.value is not None:  # recall/f1 (macro_f1) have no value without positives
+            # (without one class)
             assert abs(boot.value - value) <= TOL, name
     c = metrics.confusion_at(y, s, thr)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()

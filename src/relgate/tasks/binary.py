@@ -25,6 +25,16 @@ import numpy.typing as npt
 
 from relgate.calibration import apply_calibration, load_calibration, split_name, uncalibrated_probability
 from relgate.errors import DataError
+from relgate.metrics import (
+    ALL_METRICS,
+    BOOTSTRAP_METRICS,
+    SELECTIVE_METRICS,
+    MetricEstimate,
+    confusion_at,
+    evaluate_metrics,
+    health_stats,
+    paired_bootstrap_delta,
+)
 from relgate.params import Params
 from relgate.validation import (
     BATCH_ATOL,
@@ -69,7 +79,6 @@ def run_binary_validation(
     from relgate.calibration import resolve_contract, score_is_probability
     from relgate.gates import apply_gates
     from relgate.hashing import sha256_file
-    from relgate.metrics import evaluate_metrics
     from relgate.onnxmodel import model_digest
     from relgate.provenance import package_versions
     from relgate.scoring import check_output_values, score_dataset
@@ -132,24 +141,30 @@ def run_binary_validation(
         prob = uncalibrated_probability(scores, score_is_probability=is_prob)
 
     health_input = result.features if result.features is not None else scores
+    band = _band(calibration)
     comparison: dict[str, Any] | None = None
+    confusion: list[list[int]] | None = None
     if failed:  # no metric of a model that fails its checks: every gate fails closed
-        from relgate.metrics import ALL_METRICS, MetricEstimate
-
         why = ("the model outputs NaN or inf" if not checks["finite"]["passed"]
                else "the model's scores depend on the batch size")
+        names = ALL_METRICS + (SELECTIVE_METRICS if band is not None else ())
         estimates = {name: MetricEstimate(value=None, reason=f"not computed: {why}")
-                     for name in ALL_METRICS}
+                     for name in names}
     else:
         estimates = evaluate_metrics(
             y, prob, thr, resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
-            ece_bins=params.validate.ece_bins, features=health_input,
+            ece_bins=params.validate.ece_bins, features=health_input, band=band,
         )
+        confusion = confusion_matrix(y, prob, thr)
         if baseline is not None:
             comparison = compare_with_baseline(
                 baseline, data_path, data_sha, y=y, prob=prob, threshold=thr,
-                features=health_input, params=params, progress=progress,
+                features=health_input, params=params, progress=progress, band=band,
             )
+    for name in _named_selective(params):  # gated without a band: undefined, fails closed
+        estimates.setdefault(name, MetricEstimate(
+            value=None, reason=f"{name} undefined: the calibration has no inconclusive band "
+                               "(calibrate.inconclusive_band)"))
     deltas = None if comparison is None else comparison["estimates"]
     verdict = apply_gates(params.gates, estimates, deltas=deltas,
                           baseline_name=None if baseline is None else baseline.name)
@@ -187,10 +202,34 @@ def run_binary_validation(
         "checks": checks,
         "environment": package_versions(),
     }
+    if confusion is not None:
+        report["confusion"] = confusion
     if comparison is not None:
         report["baseline"] = comparison["record"]
     schemas.validate(report, "validation-report", source="validation report")
     return ValidationOutcome(report=report, y=y, prob=prob)
+
+
+def confusion_matrix(y: npt.ArrayLike, prob: npt.ArrayLike, threshold: float) -> list[list[int]]:
+    """``[[TN, FP], [FN, TP]]``: rows the true class 0, 1; columns the prediction
+    (``prob >= threshold``) 0, 1, as scikit-learn's ``confusion_matrix`` lays them out."""
+    c = confusion_at(y, prob, threshold)
+    return [[c.tn, c.fp], [c.fn, c.tp]]
+
+
+def _band(calibration: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The calibration's "no conclusive" band ``[low, high)`` on the probability, if any."""
+    band = None if calibration is None else calibration.get("inconclusive")
+    return None if not band else (float(band["low"]), float(band["high"]))
+
+
+def _named_selective(params: Params) -> list[str]:
+    """The selective metrics a gate rule or a baseline max_drop names."""
+    spec = params.gates
+    named = {rule.metric for rule in spec.rules}
+    if spec.baseline is not None:
+        named |= set(spec.baseline.max_drop)
+    return [name for name in SELECTIVE_METRICS if name in named]
 
 
 def model_checks(model_path: Path, data_path: Path, scores: FloatArray, features: Any, *,
@@ -251,21 +290,17 @@ def compare_with_baseline(
     features: Any,
     params: Params,
     progress: Callable[..., Any] | bool | None = None,
+    band: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Score the previous release on the same samples and take paired deltas (candidate - baseline).
 
     Deltas are computed for the metrics named in ``gates.baseline.max_drop``
     (every bootstrap metric when no baseline block is set): a paired bootstrap
     (same resamples for both models) for ranking and threshold metrics, a point
-    difference for the health stats.
+    difference for the health stats. The selective metrics compare the candidate's
+    *band* with the baseline calibration's own (undefined when either has none).
     """
     from relgate.calibration import score_is_probability
-    from relgate.metrics import (
-        BOOTSTRAP_METRICS,
-        MetricEstimate,
-        health_stats,
-        paired_bootstrap_delta,
-    )
     from relgate.onnxmodel import load_contract, model_digest, require_output_type
     from relgate.scoring import check_output_values, score_dataset
 
@@ -315,10 +350,11 @@ def compare_with_baseline(
     health_c: dict[str, float | None] | None = None
     health_b: dict[str, float | None] | None = None
     for name in names:
-        if name in BOOTSTRAP_METRICS:
+        if name in BOOTSTRAP_METRICS or name in SELECTIVE_METRICS:
             estimates[name] = paired_bootstrap_delta(
                 y, prob, prob_b, name, threshold, thr_b, resamples=boot.resamples,
                 confidence=boot.confidence, seed=boot.seed, ece_bins=params.validate.ece_bins,
+                band_candidate=band, band_baseline=_band(calibration),
             )
             continue
         if health_c is None or health_b is None:
