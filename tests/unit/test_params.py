@@ -190,3 +190,23 @@ def test_explicit_tags_cannot_smuggle_what_plain_values_cannot(tmp_path: Path, v
     with pytest.raises(ParamsError) as info:
         load_params(write(tmp_path, BASE.replace("seed: 11", f"seed: {value}")))
     assert fragment in info.value.one_line()
+
+
+def test_calibrate_selective_is_typed_and_binary_params_keep_none(tmp_path: Path) -> None:
+    """calibrate.selective (multi-class "no conclusive"): target_accuracy required,
+    min_coverage defaults to 0; absent (every binary params file) it is None."""
+    assert load_params(write(tmp_path, BASE)).calibrate.selective is None
+    text = BASE + "calibrate:\n  selective: {target_accuracy: 0.95, min_coverage: 0.8}\n"
+    sel = load_params(write(tmp_path, text)).calibrate.selective
+    assert sel is not None and (sel.target_accuracy, sel.min_coverage) == (0.95, 0.8)
+    sel = load_params(write(tmp_path, BASE + "calibrate:\n  selective: {target_accuracy: 0.9}\n"
+                            )).calibrate.selective
+    assert sel is not None and sel.min_coverage == 0.0
+
+
+@pytest.mark.parametrize("body", ["{min_coverage: 0.8}", "{target_accuracy: 0}",
+                                  "{target_accuracy: 1.5}", "{target_accuracy: 0.9, min_coverage: -0.1}",
+                                  "{target_accuracy: 0.9, precision: 0.9}"])
+def test_a_malformed_selective_block_is_bad_params(tmp_path: Path, body: str) -> None:
+    with pytest.raises(ParamsError, match="selective"):
+        load_params(write(tmp_path, BASE + f"calibrate:\n  selective: {body}\n"))
