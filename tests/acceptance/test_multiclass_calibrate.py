@@ -384,3 +384,30 @@ def test_previous_multiclass_release_is_the_baseline(digits: dict[str, Any],
     assert _validate(root) == 0
     assert relgate(root, "promote") == 0
     assert (root / "models" / "core" / "v1.1.0" / "calibration.json").is_file()
+
+
+def test_seed_003s_calibrated_gates_pass_after_temperature_and_promote(
+        digits: dict[str, Any], tmp_path: Path) -> None:
+    """Seed 003 in params.yaml: top-1 >= 70%, top-5 >= 85% (interval low end), every class's
+    recall > 60%, ECE < 0.10 after temperature scaling, and "no conclusive" at accuracy >= 95%
+    with coverage >= 80%. The raw model fails the ECE gate; calibrated, it passes and promotes."""
+    seed003 = ("  - {metric: accuracy, op: '>=', value: 0.70}\n"
+               "  - {metric: top5_accuracy, op: '>=', value: 0.85, on: ci_low}\n"
+               "  - {metric: min_class_recall, op: '>', value: 0.60}\n"
+               "  - {metric: ece, op: '<', value: 0.10}\n"
+               "  - {metric: coverage, op: '>=', value: 0.80}\n"
+               "  - {metric: selective_accuracy, op: '>=', value: 0.95}\n")
+    root = _registry(tmp_path / "reg", _skl2onnx(digits["clf"], True),
+                     {"val": digits["val"], "test": digits["test"]},
+                     {"kind": "multiclass", "output": "output_probability",
+                      "output_type": "probabilities", "top_k": [5]},
+                     selective=SELECTIVE % (0.95, 0.8), rules=seed003)
+    assert relgate(root, "validate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                   "--out", "raw.json") == 1
+    raw = json.loads((root / "raw.json").read_text())
+    assert any(r.startswith("ece") for r in raw["reasons"])
+    assert _calibrate(root) == 0 and _validate(root) == 0
+    report = json.loads((root / "analysis" / "validation_report.json").read_text())
+    assert [r["passed"] for r in report["gates"]["results"]] == [True] * 6
+    assert report["metrics"]["ece"]["value"] < 0.10 < raw["metrics"]["ece"]["value"]
+    assert relgate(root, "promote") == 0
