@@ -9,7 +9,7 @@ kind is one new module plus one entry in :data:`KINDS`. The binary kind validate
 :mod:`relgate.tasks.multiclass` (metrics), :mod:`relgate.tasks.multiclass_calibration`
 (calibration) and :mod:`relgate.tasks.multiclass_validation` (validation).
 
-Interface of a task kind (validation is wired; calibration and thresholds are planned):
+Interface of a task kind (validation and calibration are wired for both kinds):
 
 * check labels and outputs: refuse (DataError, exit 2) labels outside the
   task's classes and outputs of the wrong shape or range; never clip silently;

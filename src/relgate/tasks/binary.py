@@ -8,6 +8,14 @@ through the calibration, computes every metric of :mod:`relgate.metrics` with st
 bootstrap intervals, compares with a previous release on paired resamples
 (:func:`compare_with_baseline`), applies the gates and builds the schema-valid report.
 
+Beyond the metrics, a binary report carries ``confusion``: ``[[TN, FP], [FN, TP]]`` (rows the
+true class 0, 1; columns the prediction ``prob >= threshold``), as scikit-learn lays it out.
+When the calibration has a "no conclusive" band ``[low, high)`` (``calibrate.inconclusive_band``;
+:func:`relgate.calibration.decide` gives -1 inside it), ``coverage`` (the share of samples outside
+the band) and ``selective_precision`` (the precision of the conclusive positives: outside the
+band and ``prob >= threshold``) are metrics with intervals; a gate or a baseline ``max_drop``
+that names them without a band finds them undefined and fails closed.
+
 The kind-independent parts (the outcome record, baselines, the calibration checks, the batch
 check, plot writers) stay in :mod:`relgate.validation`; calibration is
 :func:`relgate.calibration.calibrate_model`.
