@@ -1,9 +1,63 @@
-"""The model card: a human-readable README.md for a core bundle, from its release record."""
+"""The model card: a human-readable README.md for a core bundle, from its release record.
+
+The card says what the model outputs (the task the release record carries: kind, output,
+classes, threshold) and, for a multi-class model, one row per class. A record published
+before relgate recorded the task renders as it always did, so its card keeps its bytes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+#: a per-class metric name: class_{k}_{precision|recall|f1}
+PER_CLASS = re.compile(r"class_([0-9]+)_(precision|recall|f1)")
+PER_CLASS_METRICS = ("precision", "recall", "f1")
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One class of a multi-class record: its index, its label (the declared name, else the
+    index), its support when known, and its precision / recall / F1 estimates."""
+
+    index: int
+    label: str
+    support: int | None
+    estimates: Mapping[str, Mapping[str, Any]]
+
+    def value(self, metric: str) -> float | None:
+        v = (self.estimates.get(metric) or {}).get("value")
+        return None if v is None or isinstance(v, bool) else float(v)
+
+
+def class_rows(metrics: Mapping[str, Any], *, n_classes: int | None = None,
+               classes: Sequence[str] | None = None,
+               support: Sequence[int] | None = None) -> list[ClassRow]:
+    """The per-class rows in class order (the order of the confusion matrix and of the
+    ``class_{k}_*`` names, stable from one release to the next so two cards compare row by
+    row); K is *n_classes*, else the most the metrics, names or supports imply."""
+    found = [int(m.group(1)) for m in map(PER_CLASS.fullmatch, metrics) if m]
+    k = n_classes if n_classes is not None else max(
+        [i + 1 for i in found] + [len(classes or ()), len(support or ())] + [0])
+    rows = []
+    for i in range(k):
+        label = str(classes[i]) if classes is not None and i < len(classes) else str(i)
+        count = int(support[i]) if support is not None and i < len(support) else None
+        rows.append(ClassRow(index=i, label=label, support=count,
+                             estimates={m: metrics.get(f"class_{i}_{m}") or {}
+                                        for m in PER_CLASS_METRICS}))
+    return rows
+
+
+def lowest_recall(rows: Sequence[ClassRow]) -> list[ClassRow]:
+    """The class(es) with the lowest defined recall (what a per-class recall gate looks at)."""
+    defined = [r for r in rows if r.value("recall") is not None]
+    if not defined:
+        return []
+    low = min(r.value("recall") or 0.0 for r in defined)
+    return [r for r in defined if r.value("recall") == low]
 
 
 def _fmt(value: Any) -> str:
@@ -18,6 +72,71 @@ def _shape(shape: Any) -> str:
     if shape is None:
         return "?"
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _ci(m: Mapping[str, Any]) -> str:
+    return "" if m.get("ci_low") is None else f"[{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"
+
+
+def _cell(text: Any) -> str:
+    """Record text in a table cell: one line, no column break, no HTML."""
+    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;")
+
+
+def threshold_text(record: Mapping[str, Any]) -> str:
+    """How the model decides: argmax (with its "no conclusive" threshold) or a probability."""
+    task = record.get("task") or {}
+    selective = record.get("selective_threshold")
+    if task.get("kind") == "multiclass":
+        text = "argmax (the class with the largest probability)"
+        if selective is not None:
+            text += (f"; no conclusive answer when the largest calibrated probability is below "
+                     f"{selective:.6g} (selective threshold)")
+        return text
+    thr = record.get("threshold")
+    if thr is None:
+        return "not recorded"
+    return f"{thr:.6g} on the calibrated probability of the positive class"
+
+
+def _task_lines(record: Mapping[str, Any]) -> list[str]:
+    task = record.get("task")
+    lines = ["## Task", "", "| | |", "| --- | --- |"]
+    if not isinstance(task, Mapping):
+        lines.append("| kind | not recorded (published before relgate recorded the task) |")
+    else:
+        kind = str(task["kind"])
+        if task.get("n_classes") is not None:
+            kind += f" ({task['n_classes']} classes)"
+        lines.append(f"| kind | {_cell(kind)} |")
+        lines.append(f"| output | `{_cell(task['output'])}` ({_cell(task['output_type'])}"
+                     + (f", reducer {_cell(task['reducer'])}" if task.get("reducer") else "")
+                     + ") |")
+        if task.get("positive") is not None:
+            lines.append(f"| positive class | column {task['positive']} |")
+        if task.get("kind") == "multiclass":
+            names = task.get("classes")
+            shown = ("labels 0.." + str(int(task["n_classes"]) - 1) + ", no names declared"
+                     if not names else ", ".join(f"{i} {_cell(n)}" for i, n in enumerate(names)))
+            lines.append(f"| classes | {shown} |")
+        if task.get("top_k"):
+            lines.append("| top-k | " + ", ".join(str(t) for t in task["top_k"]) + " |")
+    lines.append(f"| threshold | {_cell(threshold_text(record))} |")
+    return lines
+
+
+def _class_lines(metrics: Mapping[str, Any], task: Mapping[str, Any]) -> list[str]:
+    rows = class_rows(metrics, n_classes=task.get("n_classes"), classes=task.get("classes"))
+    lines = ["## Per class (class order)", "",
+             "| # | class | precision | recall | F1 |", "| ---: | --- | --- | --- | --- |"]
+    for r in rows:
+        cells = [f"{_fmt(r.value(m))} {_ci(r.estimates[m])}".rstrip() for m in PER_CLASS_METRICS]
+        lines.append(f"| {r.index} | {_cell(r.label)} | " + " | ".join(cells) + " |")
+    low = lowest_recall(rows)
+    if low:
+        lines += ["", "Lowest recall: " + ", ".join(f"{_cell(r.label)} ({_fmt(r.value('recall'))})"
+                                                    for r in low) + "."]
+    return lines
 
 
 def model_card(record: Mapping[str, Any]) -> str:
@@ -48,12 +167,20 @@ def model_card(record: Mapping[str, Any]) -> str:
             lines.append(f"| {direction[:-1]} | `{t['name']}` | {t['dtype']} | {_shape(t['shape'])} |")
     if contract.get("score_output"):
         lines.append(f"\nScore output: `{contract['score_output']}` ({contract.get('score_kind', 'score')}).")
+    task = record.get("task")
+    multiclass = isinstance(task, Mapping) and task.get("kind") == "multiclass"
+    if task is not None or record.get("threshold") is not None:
+        lines += ["", *_task_lines(record)]
     lines += ["", "## Metrics (test split, calibrated)", "",
               "| metric | value | interval |", "| --- | ---: | --- |"]
     for key in sorted(record["metrics"]):
+        if multiclass and PER_CLASS.fullmatch(key):
+            continue  # in the per-class table
         m = record["metrics"][key]
-        ci = "" if m.get("ci_low") is None else f"[{_fmt(m.get('ci_low'))}, {_fmt(m.get('ci_high'))}]"
-        lines.append(f"| {key} | {_fmt(m.get('value'))} | {ci} |")
+        lines.append(f"| {key} | {_fmt(m.get('value'))} | {_ci(m)} |")
+    if multiclass:
+        assert isinstance(task, Mapping)
+        lines += ["", *_class_lines(record["metrics"], task)]
     gates = record["gates"]
     lines += ["", f"## Gates (mode `{gates['mode']}`: {'passed' if gates['passed'] else 'failed'})", "",
               "| gate | observed | result | reason |", "| --- | ---: | --- | --- |"]

@@ -360,6 +360,7 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
                              gates=verdict.to_dict(), metrics=fresh["metrics"],
                              reproductions=reproductions)
+    record.update(task_record(fresh))
     schemas.validate(record, "release", source="release record")
     from relgate.card import model_card
 
@@ -695,6 +696,32 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
             "packages": package_versions(), "platform": platform_string(),
         },
     }
+
+
+#: the keys of a validation report's ``task`` block that a release record carries
+_TASK_KEYS = ("kind", "output", "output_type", "reducer", "positive", "n_classes", "classes",
+              "top_k")
+
+
+def task_record(report: Mapping[str, Any]) -> dict[str, Any]:
+    """What the release record says the model outputs, from the re-validated report (never the
+    params text): ``task`` (its declared kind, output and classes), ``threshold`` (the decision
+    threshold the report used: 0 for a multi-class argmax) and, when a multi-class calibration
+    chose one, ``selective_threshold`` (the "no conclusive" confidence). A report without a
+    task block (written before relgate declared tasks) adds only the threshold."""
+    out: dict[str, Any] = {"threshold": float(report["threshold"])}
+    task = report.get("task")
+    if isinstance(task, Mapping):
+        out["task"] = {k: task[k] for k in _TASK_KEYS if task.get(k) is not None}
+        if task.get("kind") != "multiclass":
+            out["task"].pop("n_classes", None)
+            positive = (report["model"].get("contract") or {}).get("positive_index")
+            if "positive" not in out["task"] and isinstance(positive, int):
+                out["task"]["positive"] = positive
+    selective = (report.get("calibration") or {}).get("selective")
+    if isinstance(selective, Mapping) and selective.get("threshold") is not None:
+        out["selective_threshold"] = float(selective["threshold"])
+    return out
 
 
 def _mirror(record: Mapping[str, Any], *, root: Path, bundle_path: str,

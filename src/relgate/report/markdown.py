@@ -147,6 +147,18 @@ class ReportSummary:
     recorded_passed: bool
     deltas: Mapping[str, Mapping[str, Any]]
     comparison: Comparison | None
+    #: the report's (or release record's) task block; None before relgate recorded tasks
+    task: Mapping[str, Any] | None = None
+    #: multi-class: rows true x columns predicted; binary: [[TN, FP], [FN, TP]]
+    confusion: Sequence[Sequence[int]] | None = None
+    #: multi-class: samples per class
+    support: Sequence[int] | None = None
+    #: multi-class: the "no conclusive" threshold of the calibration applied
+    selective_threshold: float | None = None
+
+    @property
+    def multiclass(self) -> bool:
+        return self.task is not None and self.task.get("kind") == "multiclass"
 
     @property
     def passed(self) -> bool:
@@ -267,6 +279,9 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         boot = report.get("bootstrap") or {}
         confidence = float(boot["confidence"]) if boot.get("resamples") else None
         recorded_passed = bool(report["passed"]) if release is None else recorded.passed
+        task, confusion, support = report.get("task"), report.get("confusion"), data.get("support")
+        sel = (cal or {}).get("selective") or {}
+        selective = _number(sel.get("threshold"))
     else:
         assert release is not None
         art = promoted_artifact(release)
@@ -276,8 +291,11 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         split = n = n_pos = n_neg = None
         cal = evidence.get("calibration")
         calibration = None if cal is None else str(cal["path"])
-        threshold = confidence = None
+        threshold = _number(release.get("threshold"))
+        confidence = None
         recorded_passed = recorded.passed
+        task, confusion, support = release.get("task"), None, None
+        selective = _number(release.get("selective_threshold"))
     comparison = None
     if baseline is not None or block is not None:
         comparison = compare(metrics, block=block, reference=baseline, model_sha256=model_sha,
@@ -289,7 +307,8 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         data_path=str(data_path), data_sha256=str(data_sha), split=split, n=n, n_pos=n_pos,
         n_neg=n_neg, calibration=calibration, threshold=threshold, confidence=confidence,
         metrics=metrics, verdict=verdict, gates_from=gates_from, recorded_passed=recorded_passed,
-        deltas=deltas, comparison=comparison,
+        deltas=deltas, comparison=comparison, task=task, confusion=confusion, support=support,
+        selective_threshold=selective,
     )
 
 
@@ -482,6 +501,11 @@ def summary_markdown(summary: ReportSummary) -> str:
         if not any(reason == r.reason for r in v.results):
             lines += ["", f"> ❌ {md_text(reason)}"]
     lines += ["", *_metrics_md(summary)]
+    if summary.multiclass:
+        lines += ["", *_classes_md(summary)]
+        lines += ["", *_confusion_md(summary)]
+    elif summary.confusion:
+        lines += ["", *_binary_confusion_md(summary)]
     lines += ["", *_provenance_md(summary)]
     lines += ["", *_contract_md(summary.contract)]
     return "\n".join(lines) + "\n"
@@ -516,7 +540,7 @@ def _metrics_md(summary: ReportSummary) -> list[str]:
     conf = "" if summary.confidence is None else f" ({_pct(summary.confidence)} interval)"
     if comp is None:
         lines = ["#### Metrics", "", f"| metric | value{conf} | note |", "| --- | ---: | --- |"]
-        for name in _ordered(summary.metrics):
+        for name in _shown_metrics(summary):
             e = summary.metrics[name]
             value = _num(_value(e))
             ci = _interval(_number(e.get("ci_low")), _number(e.get("ci_high")))
@@ -527,7 +551,7 @@ def _metrics_md(summary: ReportSummary) -> list[str]:
              f"| metric | this model{conf} | baseline | delta | change |",
              "| --- | ---: | ---: | ---: | --- |"]
     compared = {r.metric: r for r in comp.rows}
-    for name in _ordered(summary.metrics):
+    for name in _shown_metrics(summary):
         e = summary.metrics[name]
         ci = _interval(_number(e.get("ci_low")), _number(e.get("ci_high")))
         value = _num(_value(e)) + (f" {ci}" if ci else "")
@@ -543,6 +567,98 @@ def _metrics_md(summary: ReportSummary) -> list[str]:
     return lines
 
 
+def _shown_metrics(summary: ReportSummary) -> list[str]:
+    """The metrics of the metrics table: a multi-class report's per-class ones have their own."""
+    from relgate.card import PER_CLASS
+
+    names = _ordered(summary.metrics)
+    return [n for n in names if not PER_CLASS.fullmatch(n)] if summary.multiclass else names
+
+
+#: the largest K whose confusion matrix is shown (a larger one is in the JSON report)
+MAX_CONFUSION_CLASSES = 20
+
+
+def _class_rows(summary: ReportSummary) -> list[Any]:
+    from relgate.card import class_rows
+
+    task = summary.task or {}
+    n = task.get("n_classes")
+    return class_rows(summary.metrics, n_classes=n if isinstance(n, int) else None,
+                      classes=task.get("classes"), support=summary.support)
+
+
+def _classes_md(summary: ReportSummary) -> list[str]:
+    """One row per class, in class order (the confusion matrix's rows, and stable between
+    two reports so they compare line by line); the lowest recall is marked."""
+    from relgate.card import PER_CLASS_METRICS, lowest_recall
+
+    conf = "" if summary.confidence is None else f" ({_pct(summary.confidence)} interval)"
+    rows = _class_rows(summary)
+    low = {r.index for r in lowest_recall(rows)}
+    lines = [f"#### Per class{conf}", "",
+             "| # | class | support | precision | recall | F1 |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        cells = []
+        for m in PER_CLASS_METRICS:
+            e = r.estimates[m]
+            ci = _interval(_number(e.get("ci_low")), _number(e.get("ci_high")))
+            text = _num(r.value(m)) + (f" {ci}" if ci else "")
+            cells.append(f"**{text}**" if m == "recall" and r.index in low else text)
+        support = "" if r.support is None else str(r.support)
+        lines.append(f"| {r.index} | {md_text(r.label)} | {support} | " + " | ".join(cells) + " |")
+    if low:
+        lines += ["", "Lowest recall in bold: " + ", ".join(
+            md_text(r.label) for r in rows if r.index in low) + "."]
+    return lines
+
+
+def _confusion_md(summary: ReportSummary) -> list[str]:
+    matrix = summary.confusion
+    if not matrix:
+        return ["#### Confusion matrix", "", "Not in this record."]
+    k = len(matrix)
+    if k > MAX_CONFUSION_CLASSES:
+        return ["#### Confusion matrix", "",
+                f"{k} classes: the matrix is in the JSON report (`confusion`, rows true, "
+                "columns predicted)."]
+    rows = _class_rows(summary)
+    lines = ["#### Confusion matrix (rows true, columns predicted)", "",
+             "| true / predicted | " + " | ".join(str(j) for j in range(k)) + " |",
+             "| --- | " + " | ".join("---:" for _ in range(k)) + " |"]
+    for i, row in enumerate(matrix):
+        label = f"{i} {rows[i].label}" if i < len(rows) and rows[i].label != str(i) else str(i)
+        lines.append(f"| {md_text(label)} | " + " | ".join(
+            f"**{c}**" if i == j else str(c) for j, c in enumerate(row)) + " |")
+    return lines
+
+
+def _binary_confusion_md(summary: ReportSummary) -> list[str]:
+    """TP / FP / TN / FN of a binary report ([[TN, FP], [FN, TP]])."""
+    assert summary.confusion is not None
+    (tn, fp), (fn, tp) = summary.confusion
+    at = "" if summary.threshold is None else f" at threshold {summary.threshold:.4g}"
+    return [f"#### Confusion{at}", "", "| | predicted positive | predicted negative |",
+            "| --- | ---: | ---: |", f"| actual positive | TP {tp} | FN {fn} |",
+            f"| actual negative | FP {fp} | TN {tn} |"]
+
+
+def _task_md(summary: ReportSummary) -> str | None:
+    task = summary.task
+    if not task:
+        return None
+    text = md_text(str(task.get("kind")))
+    if task.get("n_classes") is not None:
+        text += f", {task['n_classes']} classes"
+    text += f", output {md_code(str(task.get('output')))} ({md_text(str(task.get('output_type')))})"
+    if summary.multiclass:
+        text += ", predicted by argmax"
+        if summary.selective_threshold is not None:
+            text += f", no conclusive below {summary.selective_threshold:.4g}"
+    return text
+
+
 def _provenance_md(summary: ReportSummary) -> list[str]:
     lines = ["#### Model and data", "", "| | path | sha256 |", "| --- | --- | --- |"]
     lines.append(f"| model | {md_code(summary.model_path)} | "
@@ -552,7 +668,13 @@ def _provenance_md(summary: ReportSummary) -> list[str]:
         split = f"split {md_text(summary.split)}, " if summary.split else ""
         data += f" ({split}n={summary.n}{_class_counts(summary)})"
     lines.append(f"| data | {data} | {md_code(summary.data_sha256[:SHORT_SHA])} |")
-    if summary.calibration is not None:
+    task = _task_md(summary)
+    if task is not None:
+        lines.append(f"| task | {task} | |")
+    if summary.multiclass:  # no probability threshold: argmax, said on the task row
+        if summary.calibration is not None:
+            lines.append(f"| calibration | {md_code(summary.calibration)} | |")
+    elif summary.calibration is not None:
         thr = "" if summary.threshold is None else f", threshold {summary.threshold:.4g}"
         lines.append(f"| calibration | {md_code(summary.calibration)}{thr} | |")
     elif summary.threshold is not None:

@@ -7,7 +7,6 @@ JSON file; ``--json`` prints it instead of this summary.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,26 +82,65 @@ def _checks_line(checks: Mapping[str, Any]) -> str:
     return "checks: " + ", ".join(parts)
 
 
-_PER_CLASS = re.compile(r"class_([0-9]+)_(precision|recall|f1)")
+#: the largest K whose confusion matrix is printed (a larger one is in the JSON report)
+MAX_CONFUSION_CLASSES = 20
+
+
+def _ci_text(entry: Mapping[str, Any]) -> str:
+    lo, hi = entry.get("ci_low"), entry.get("ci_high")
+    return "" if lo is None or hi is None else f" [{_num(lo)}, {_num(hi)}]"
 
 
 def _class_table(report: Mapping[str, Any]) -> Any:
-    """One row per class of a multi-class report: name, support, precision, recall, F1."""
+    """One row per class of a multi-class report, in class order (the confusion matrix's
+    order): #, class (declared name, else the index), support, precision, recall, F1 with
+    their intervals; the lowest recall is marked."""
     from rich.markup import escape
     from rich.table import Table
 
-    task, metrics = report.get("task") or {}, report["metrics"]
-    support = report["data"].get("support") or []
-    names = task.get("classes") or []
+    from relgate.card import PER_CLASS_METRICS, class_rows, lowest_recall
+
+    task = report.get("task") or {}
+    rows = class_rows(report["metrics"], n_classes=task.get("n_classes"),
+                      classes=task.get("classes"), support=report["data"].get("support"))
+    low = {r.index for r in lowest_recall(rows)}
     table = Table(title="per class", title_justify="left")
-    for col in ("class", "name", "support", "precision", "recall", "f1"):
+    for col in ("#", "class", "support", "precision", "recall", "f1", ""):
         table.add_column(col)
-    for k, count in enumerate(support):
-        cells = [_num((metrics.get(f"class_{k}_{m}") or {}).get("value"))
-                 for m in ("precision", "recall", "f1")]
-        table.add_row(str(k), escape(str(names[k])) if k < len(names) else "-", str(count),
-                      *cells)
+    for r in rows:
+        cells = [_num(r.value(m)) + _ci_text(r.estimates[m]) for m in PER_CLASS_METRICS]
+        table.add_row(str(r.index), escape(r.label), _num(r.support),
+                      *(escape(c) for c in cells), "lowest recall" if r.index in low else "")
     return table
+
+
+def _confusion(report: Mapping[str, Any], console: Any) -> None:
+    """The confusion matrix of a multi-class report (rows true, columns predicted) up to
+    MAX_CONFUSION_CLASSES classes; TP/FP/TN/FN of a binary report that has them."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    matrix = report.get("confusion")
+    if not matrix:
+        return
+    task = report.get("task") or {}
+    if task.get("kind") != "multiclass":
+        (tn, fp), (fn, tp) = matrix
+        console.print(f"confusion at threshold {report['threshold']:.6g}: "
+                      f"TP {tp}, FP {fp}, TN {tn}, FN {fn}")
+        return
+    if len(matrix) > MAX_CONFUSION_CLASSES:
+        console.print(f"confusion matrix: {len(matrix)} classes, in the JSON report (confusion)")
+        return
+    names = task.get("classes") or []
+    table = Table(title="confusion (rows true, columns predicted)", title_justify="left")
+    table.add_column("true / predicted")
+    for j in range(len(matrix)):
+        table.add_column(str(j), justify="right")
+    for i, row in enumerate(matrix):
+        label = f"{i} {names[i]}" if i < len(names) else str(i)
+        table.add_row(escape(label), *(str(c) for c in row))
+    console.print(table)
 
 
 def render_validation(report: Mapping[str, Any], console: Any, *, out: str | None = None) -> None:
@@ -114,7 +152,11 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
     task = report.get("task") or {}
     multiclass = task.get("kind") == "multiclass"
     verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
-    counts = (f"{task.get('n_classes', len(data.get('support', [])))} classes, predicted by argmax"
+    selective = (report.get("calibration") or {}).get("selective") or {}
+    argmax = "predicted by argmax" + (
+        "" if selective.get("threshold") is None
+        else f", no conclusive below {selective['threshold']:.6g}")
+    counts = (f"{task.get('n_classes', len(data.get('support', [])))} classes, {argmax}"
               if multiclass else f"pos={data['n_pos']}, neg={data['n_neg']}), "
                                  f"threshold {report['threshold']:.6g}")
     console.print(
@@ -133,7 +175,9 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
     rank = {name: i for i, name in enumerate(ALL_METRICS)}
     ordered = sorted(report["metrics"].items(), key=lambda kv: (rank.get(kv[0], 99), kv[0]))
     if multiclass:  # per-class numbers go to their own table
-        ordered = [(k, v) for k, v in ordered if not _PER_CLASS.fullmatch(k)]
+        from relgate.card import PER_CLASS
+
+        ordered = [(k, v) for k, v in ordered if not PER_CLASS.fullmatch(k)]
     for name, entry in ordered:
         lo, hi = entry.get("ci_low"), entry.get("ci_high")
         ci = "-" if lo is None or hi is None else escape(f"[{_num(lo)}, {_num(hi)}]")
@@ -141,6 +185,7 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
     console.print(metrics)
     if multiclass:
         console.print(_class_table(report))
+    _confusion(report, console)
     gates = Table(title=f"gates (mode {report['gates']['mode']})", title_justify="left")
     for col in ("gate", "observed", "result", "reason"):
         gates.add_column(col)
