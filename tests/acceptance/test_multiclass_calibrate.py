@@ -411,3 +411,21 @@ def test_seed_003s_calibrated_gates_pass_after_temperature_and_promote(
     assert [r["passed"] for r in report["gates"]["results"]] == [True] * 6
     assert report["metrics"]["ece"]["value"] < 0.10 < raw["metrics"]["ece"]["value"]
     assert relgate(root, "promote") == 0
+
+
+def test_a_perfectly_separated_fit_split_has_no_temperature(tmp_path: Path, capsys: Any) -> None:
+    """Well-separated classes: the NLL falls to 0 as T -> 0, so any temperature would be the
+    search range's end, not a fit. Refused (exit 2), no record written."""
+    rng = np.random.default_rng(7)
+    k, d = 10, 16
+    centers = rng.normal(size=(k, d)) * 4.0
+    y_train, y_val = rng.integers(0, k, 600), np.repeat(np.arange(k), 10)
+    x_train = (centers[y_train] + rng.normal(size=(600, d))).astype(np.float32)
+    x_val = (centers[y_val] + rng.normal(size=(y_val.size, d))).astype(np.float32)
+    root = _registry(tmp_path / "reg", _torch_logits(x_train, y_train, k),
+                     {"val": {"x": x_val, "y": y_val}},
+                     {"kind": "multiclass", "output": "logits", "output_type": "logits"})
+    capsys.readouterr()
+    assert _calibrate(root) == 2
+    assert "separates the fit split perfectly" in capsys.readouterr().err
+    assert not (root / "analysis" / "calibration.json").exists()

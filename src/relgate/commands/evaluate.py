@@ -96,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
         calibration = load_calibration(args.calibration)
         check_calibration_model(calibration, model_sha256=model_digest(args.model).sha256,
                                 calibration_source=args.calibration)
+        if calibration.get("task") is not None:
+            from relgate.errors import DataError
+
+            raise DataError(f"{args.calibration}: a multi-class calibration, but the task is "
+                            "binary", hint="evaluate with the multi-class params (task.kind: "
+                                           "multiclass)")
         args.scale = float(calibration["input"]["scale"])
         args.offset = float(calibration["input"]["offset"])
     scorer = Scorer(args.model, threads=threads, batch_size=batch_size, contract=contract)

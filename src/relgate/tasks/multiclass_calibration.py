@@ -321,6 +321,7 @@ def calibrate_multiclass_model(
                         f"but {exc.message}", hint=exc.hint) from None
     if spec.method == "temperature":
         fitted = fit_temperature(z, labels)
+        _check_not_at_bound(fitted, z, data_path)
         temperature: float | None = fitted
         after = apply_temperature(z, fitted)
         if zeros:
@@ -359,6 +360,24 @@ def calibrate_multiclass_model(
     }
     schemas.validate(record, "calibration", source="calibration record")
     return CalibrationOutcome(record=record, notes=tuple(notes))
+
+
+def _check_not_at_bound(t: float, z: FloatArray, data_path: Path) -> None:
+    """Refuse (exit 2) a temperature that ran to an end of its search range: no finite T
+    minimises the NLL (a fit split the model separates perfectly: T -> 0; logits ranking
+    the wrong way: T -> infinity), so the number would be an artefact of the range."""
+    spread = float(np.max(z.max(axis=1) - z.min(axis=1)))
+    if spread == 0.0:
+        return
+    if math.isclose(t, spread * T_RANGE[0], rel_tol=1e-9):
+        raise DataError(f"{data_path}: the model separates the fit split perfectly (NLL -> 0 as "
+                        "the temperature -> 0): no finite temperature minimises the NLL",
+                        hint="calibrate on a larger or harder validation split, or set "
+                             "calibrate.method: none")
+    if math.isclose(t, spread * T_RANGE[1], rel_tol=1e-9):
+        raise DataError(f"{data_path}: the logits rank the classes no better than chance on the "
+                        "fit split (the NLL falls as the temperature -> infinity)",
+                        hint="check the labels and the declared output")
 
 
 def _finite(v: Any) -> float | None:
