@@ -320,6 +320,11 @@ def test_unreachable_selective_target_fails_closed(digits: dict[str, Any], tmp_p
     assert _calibrate(root) == 0
     assert "no threshold" in capsys.readouterr().out
     record = json.loads((root / "analysis" / "calibration.json").read_text())
+    assert relgate(root, "calibrate", "--model", "models/model.onnx", "--data", "data/val.npz",
+                   "--out", "again.json", "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((root / "again.json").read_text())
+    assert printed["selective"] == record["selective"]
     sel = record["selective"]
     assert sel["threshold"] is None and sel["coverage"] is None
     assert "below min_coverage 0.99" in sel["reason"]
@@ -384,6 +389,15 @@ def test_previous_multiclass_release_is_the_baseline(digits: dict[str, Any],
     assert _validate(root) == 0
     assert relgate(root, "promote") == 0
     assert (root / "models" / "core" / "v1.1.0" / "calibration.json").is_file()
+    # a max_drop on log_loss (smaller is better) that the gates would judge the wrong way round
+    from relgate import gates
+
+    if "log_loss" not in gates.LOWER_IS_BETTER:
+        _write_params(root, task, selective=SELECTIVE % (0.95, 0.0),
+                      baseline="  baseline:\n    release: v1.0.0\n    max_drop: {log_loss: 0.1}\n",
+                      release="v1.2.0")
+        assert _validate(root, out="ll.json") == 2
+        assert not (root / "ll.json").exists()
 
 
 def test_seed_003s_calibrated_gates_pass_after_temperature_and_promote(
