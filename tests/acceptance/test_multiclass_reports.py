@@ -311,3 +311,18 @@ def test_old_release_records_still_validate_render_and_list(cli: Any, tmp_path: 
     assert cli("schema", "check", examples / "multiclass-task.json", "--kind", "release").code == 0
     assert "selective_threshold" in new
     assert f"below {new['selective_threshold']:.6g} (selective threshold)" in model_card(new)
+
+
+def test_relgate_report_in_the_terminal_has_the_per_class_table(
+        released: dict[str, Any], cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # one table row per line
+    path = released["root"] / "analysis" / "validation_report.json"
+    r = cli("report", path, "--format", "text")
+    assert r.code == 0, r.err
+    m = released["report"]["metrics"]
+    assert "per class" in r.out and "class_0_recall" not in r.out
+    for k, name in enumerate(CLASSES):
+        row = next(line for line in r.out.splitlines() if re.search(rf"\b{k}\s+.\s*{name}\s", line))
+        e = m[f"class_{k}_recall"]
+        assert f"{e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]" in row
+    assert "confusion (rows true, columns predicted)" in r.out

@@ -729,7 +729,7 @@ def render_summary(summary: ReportSummary, console: Any) -> None:
     for col in cols:
         table.add_column(escape(col))
     compared = {} if comp is None else {r.metric: r for r in comp.rows}
-    for name in _ordered(summary.metrics):
+    for name in _shown_metrics(summary):
         e = summary.metrics[name]
         cells = [name, _num(_value(e)), _interval(_number(e.get("ci_low")),
                                                   _number(e.get("ci_high")))]
@@ -744,6 +744,15 @@ def render_summary(summary: ReportSummary, console: Any) -> None:
     console.print(table)
     for note in () if comp is None else comp.notes:
         console.print(escape(note))
+    if summary.multiclass or summary.confusion:
+        from relgate.report.validation import _class_table, _confusion
+
+        record = {"task": summary.task, "metrics": summary.metrics,
+                  "data": {"support": summary.support}, "confusion": summary.confusion,
+                  "threshold": summary.threshold}
+        if summary.multiclass:
+            console.print(_class_table(record))
+        _confusion(record, console)
     data = f"{summary.data_path} sha256 {summary.data_sha256[:SHORT_SHA]}"
     if summary.n is not None:
         data += f" (n={summary.n}{_class_counts(summary)})"
