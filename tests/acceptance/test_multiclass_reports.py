@@ -326,3 +326,47 @@ def test_relgate_report_in_the_terminal_has_the_per_class_table(
         e = m[f"class_{k}_recall"]
         assert f"{e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]" in row
     assert "confusion (rows true, columns predicted)" in r.out
+
+
+def test_a_selective_threshold_reaches_the_record_the_card_and_the_reports(
+        tmp_path: Path, cli: Any) -> None:
+    """Temperature + "no conclusive" calibration (relgate calibrate), validated and promoted:
+    the record's selective_threshold is the calibration's, the card and both reports say it,
+    and coverage / selective_accuracy are rendered like any other metric."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.acceptance import test_multiclass_calibrate as mcal
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    order = np.random.default_rng(1).permutation(len(y))
+    train, val, test = order[:700], order[700:1250], order[1250:]
+    clf = LogisticRegression(C=0.02, max_iter=2000).fit(x[train], y[train])
+    root = mcal._registry(tmp_path / "reg", _skl2onnx(clf, zipmap=False),
+                          {"val": {"x": x[val], "y": y[val].astype(np.int64)},
+                           "test": {"x": x[test], "y": y[test].astype(np.int64)}},
+                          {"kind": "multiclass", "output": "probabilities",
+                           "output_type": "probabilities", "classes": CLASSES},
+                          selective=mcal.SELECTIVE % (0.97, 0.5))
+    assert mcal._calibrate(root) == 0
+    assert mcal._validate(root) == 0
+    cal = json.loads((root / "analysis" / "calibration.json").read_text())
+    t = cal["selective"]["threshold"]
+    assert isinstance(t, float)
+    assert relgate(root, "promote") == 0
+    bundle = root / "models" / "core" / "v1.0.0"
+    record = json.loads((bundle / "release.json").read_text())
+    assert record["selective_threshold"] == t and record["threshold"] == 0.0
+    assert (f"| threshold | argmax (the class with the largest probability); no conclusive "
+            f"answer when the largest calibrated probability is below {t:.6g} (selective "
+            "threshold) |") in (bundle / "README.md").read_text()
+    report = json.loads((root / "analysis" / "validation_report.json").read_text())
+    md = cli("report", root / "analysis" / "validation_report.json", "--format", "md").out
+    assert f"predicted by argmax, no conclusive below {t:.4g} |" in md
+    flat = {row[0]: row[1] for row in _table(md, "| metric |")}
+    for name in ("coverage", "selective_accuracy"):
+        e = report["metrics"][name]
+        assert flat[name] == f"{e['value']:.4f} [{e['ci_low']:.4f}, {e['ci_high']:.4f}]"
+    assert "| task | multiclass, 10 classes" in cli("report", bundle / "release.json",
+                                                     "--format", "md").out
