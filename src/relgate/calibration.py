@@ -500,14 +500,22 @@ def _unit(value: Any) -> float | None:
 # ---------------------------------------------------------------- files
 
 
-def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a calibration record strictly and validate it against the bundled schema."""
+def load_calibration(path: str | os.PathLike[str], *, kind: str | None = None) -> dict[str, Any]:
+    """Read a calibration record strictly and validate it against the bundled schema; with
+    *kind*, refuse (exit 2) a record fit for another task kind (a binary reader would
+    otherwise look for fields a multi-class record does not have)."""
     from relgate import schemas
     from relgate.jsonio import read_json
 
     data = read_json(path)
     schemas.validate(data, "calibration", source=str(path))
     assert isinstance(data, dict)
+    fit_for = "binary" if data.get("task") is None else str(data["task"]["kind"])
+    if kind is not None and fit_for != kind:
+        names = {"binary": "binary", "multiclass": "multi-class"}
+        raise DataError(f"{path}: a {names.get(fit_for, fit_for)} calibration, but the task is "
+                        f"{names.get(kind, kind)}",
+                        hint=f"re-run relgate calibrate with the {names.get(kind, kind)} params")
     prob = data["probability"]
     if prob["method"] == "temperature":
         temp = prob.get("temperature")

@@ -38,8 +38,9 @@ OPS = (">=", ">", "<=", "<")
 _NEGATION = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
 _ON = ("point", "ci_low", "ci_high")
 _FIELD = {"point": "value", "ci_low": "ci_low", "ci_high": "ci_high"}
-#: Metrics where smaller is better (kept in step with relgate.metrics.LOWER_IS_BETTER).
-LOWER_IS_BETTER = frozenset({"ece", "brier", "high_corr_frac"})
+#: Metrics where smaller is better, of every task kind (a test keeps this the union of
+#: relgate.metrics.LOWER_IS_BETTER and relgate.tasks.multiclass.LOWER_IS_BETTER).
+LOWER_IS_BETTER = frozenset({"ece", "brier", "high_corr_frac", "log_loss", "classwise_ece"})
 
 
 @dataclass(frozen=True, kw_only=True)

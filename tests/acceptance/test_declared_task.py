@@ -159,7 +159,7 @@ def test_undeclared_averaged_probability_is_refused_before_anything_is_written(
                                          (prob >= 0.5).astype(int)), abs=1e-9)
 
 
-def test_a_multiclass_task_is_refused_by_promote(cancer: dict[str, Any], tmp_path: Path,
+def test_a_binary_calibration_under_a_multiclass_task_is_refused_by_promote(cancer: dict[str, Any], tmp_path: Path,
                                                  capsys: Any) -> None:
     root = task_registry(tmp_path / "reg", _skl2onnx(cancer["a"], False), cancer["splits"],
                          {"kind": "binary", "output": "probabilities"})
@@ -174,7 +174,7 @@ def test_a_multiclass_task_is_refused_by_promote(cancer: dict[str, Any], tmp_pat
     capsys.readouterr()
     assert relgate(root, "promote") == 2
     err = capsys.readouterr().err
-    assert "multi-class evaluation is not available yet" in err
+    assert "a binary calibration, but the task is multi-class" in err
     assert not (root / "models" / "core" / "v1.0.0").exists()
 
 

@@ -294,6 +294,16 @@ def test_calibration_attacks_are_refused(digits: dict[str, Any], tmp_path: Path,
         capsys.readouterr()
         assert _validate(root, out="r.json", calibration="analysis/bad.json") == 2, bad
         assert not (root / "r.json").exists()
+    # the multi-class record read by a binary task (column 1 as the positive probability):
+    # bad input naming the mismatch, never a crash on fields a multi-class record lacks
+    (root / "params.yaml").rename(root / "multiclass.yaml")
+    _write_params(root, {"kind": "binary", "output": "probabilities",
+                         "output_type": "probability", "positive": 1})
+    capsys.readouterr()
+    assert _validate(root, out="r.json") == 2
+    assert "a multi-class calibration, but the task is binary" in capsys.readouterr().err
+    assert not (root / "r.json").exists()
+    (root / "multiclass.yaml").replace(root / "params.yaml")
     # a temperature forged after validation (a and temperature edited consistently): the
     # calibration no longer matches the report's sha256, and promote refuses it
     assert _validate(root) == 0
@@ -389,15 +399,17 @@ def test_previous_multiclass_release_is_the_baseline(digits: dict[str, Any],
     assert _validate(root) == 0
     assert relgate(root, "promote") == 0
     assert (root / "models" / "core" / "v1.1.0" / "calibration.json").is_file()
-    # a max_drop on log_loss (smaller is better) that the gates would judge the wrong way round
-    from relgate import gates
-
-    if "log_loss" not in gates.LOWER_IS_BETTER:
-        _write_params(root, task, selective=SELECTIVE % (0.95, 0.0),
-                      baseline="  baseline:\n    release: v1.0.0\n    max_drop: {log_loss: 0.1}\n",
-                      release="v1.2.0")
-        assert _validate(root, out="ll.json") == 2
-        assert not (root / "ll.json").exists()
+    # a max_drop on log_loss (smaller is better) is judged as a rise, never as a drop
+    _write_params(root, task, selective=SELECTIVE % (0.95, 0.0),
+                  baseline="  baseline:\n    release: v1.0.0\n    max_drop: {log_loss: 0.0}\n",
+                  release="v1.2.0")
+    code = _validate(root, out="ll.json")
+    ll = json.loads((root / "ll.json").read_text())
+    delta = ll["baseline"]["deltas"]["log_loss"]["value"]
+    gate = {g["metric"]: g for g in ll["gates"]["results"]}["log_loss vs baseline"]
+    assert gate["op"] == "<=" and "rise" in gate["reason"]
+    assert gate["passed"] is (delta <= 0.0)
+    assert code == (0 if delta <= 0.0 else 1)
 
 
 def test_seed_003s_calibrated_gates_pass_after_temperature_and_promote(

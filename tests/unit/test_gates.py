@@ -255,3 +255,13 @@ def test_raising_every_lower_bound_never_turns_fail_into_pass(
        mode=st.sampled_from(["any", "all"]))
 def test_bad_values_never_pass_any_bound(bad: Any, bound: float, op: str, mode: str) -> None:
     assert not apply_gates(spec(("auc", op, bound), mode=mode), {"auc": bad}).passed
+
+
+def test_lower_is_better_covers_every_task_kind() -> None:
+    """A baseline max_drop on a smaller-is-better metric is judged as a rise for every kind:
+    the gates' set must hold the binary and the multi-class ones."""
+    from relgate import gates, metrics
+    from relgate.tasks import multiclass
+
+    assert metrics.LOWER_IS_BETTER | multiclass.LOWER_IS_BETTER <= gates.LOWER_IS_BETTER
+    assert gates.LOWER_IS_BETTER <= metrics.LOWER_IS_BETTER | multiclass.LOWER_IS_BETTER

@@ -29,8 +29,9 @@ from relgate.report.gates import _headline, _rule_text, render_verdict, verdict_
 #: Output health stats with no "better" direction.
 NEUTRAL_METRICS = frozenset({"mean_std", "frac_sig"})
 #: Display order of metrics (relgate.metrics.ALL_METRICS, kept here to stay numpy-free).
-METRIC_ORDER = ("auc", "pr_auc", "f1", "precision", "recall", "accuracy", "specificity", "ece",
-                "brier", "mean_std", "high_corr_frac", "frac_sig")
+METRIC_ORDER = ("auc", "pr_auc", "f1", "macro_f1", "precision", "recall", "accuracy",
+                "specificity", "ece", "brier", "mean_std", "high_corr_frac", "frac_sig",
+                "coverage", "selective_precision", "selective_accuracy")
 SHORT_SHA = 12
 BASELINE_SUFFIX = " vs baseline"
 

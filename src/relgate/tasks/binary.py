@@ -101,7 +101,7 @@ def run_binary_validation(
     calibration: dict[str, Any] | None = None
     calibration_ref: dict[str, Any] | None = None
     if calibration_path is not None:
-        calibration = load_calibration(calibration_path)
+        calibration = load_calibration(calibration_path, kind="binary")
         check_calibration_applies(
             calibration, model_sha256=digest.sha256, data_sha256=data_sha,
             calibration_source=str(calibration_path), data_source=str(data_path),
@@ -321,7 +321,7 @@ def compare_with_baseline(
         )
     calibration = None
     if baseline.calibration_path is not None:
-        calibration = load_calibration(baseline.calibration_path)
+        calibration = load_calibration(baseline.calibration_path, kind="binary")
         check_calibration_applies(
             calibration, model_sha256=digest.sha256, data_sha256=data_sha,
             calibration_source=str(baseline.calibration_path), data_source=str(data_path),

@@ -216,7 +216,6 @@ def run_multiclass_validation(
         raise ParamsError("--threshold applies to binary tasks only",
                           hint="a multi-class model predicts the argmax (the no conclusive "
                                "threshold comes from calibrate.selective)")
-    _check_baseline_directions(params)
     model_path, data_path = Path(model_path), Path(data_path)
     contract = resolve_contract(model_path, params=params, input_name=input_name,
                                 output_name=output_name, positive_index=positive_index,
@@ -372,22 +371,6 @@ def run_multiclass_validation(
     # no binary curves of a multi-class model: the plots get no points (prob NaN)
     return ValidationOutcome(report=report, y=np.zeros(y.shape, dtype=np.int8),
                              prob=np.full(y.shape, np.nan), plots=plots)
-
-
-def _check_baseline_directions(params: Params) -> None:
-    """Refuse (exit 2) a gates.baseline.max_drop on a lower-is-better multi-class metric that
-    the gates do not know to be lower-is-better: its rule would pass a rise (a regression)
-    and fail an improvement."""
-    from relgate import gates
-    from relgate.tasks import multiclass as mc
-
-    spec = params.gates.baseline
-    wrong = sorted(n for n in (() if spec is None else spec.max_drop)
-                   if n in mc.LOWER_IS_BETTER and n not in gates.LOWER_IS_BETTER)
-    if wrong:
-        raise ParamsError(f"{params.source}: gates.baseline.max_drop names {', '.join(wrong)}, "
-                          "where smaller is better, but the baseline gates would judge a rise as "
-                          "no drop", hint="compare on accuracy, F1, AUC, ece or brier instead")
 
 
 def _calibration_ref(calibration: dict[str, Any], path: str, sha256: str) -> dict[str, Any]:
