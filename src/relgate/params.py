@@ -329,6 +329,15 @@ class ReleaseSpec:
     calibration: str = "analysis/calibration.json"
     data: str = "data/test.npz"
     core_dir: str = "models/core"
+    #: sidecar files shipped in the bundle (role "file"): copied, hashed, in the manifest
+    files: tuple[ArtifactSpec, ...] = ()
+    #: git tag template; ``{name}`` is the release name
+    tag_template: str = "core@{name}"
+
+    @property
+    def tag(self) -> str:
+        """This release's git tag (``tag_template`` with the name filled in)."""
+        return self.tag_template.replace("{name}", self.name)
 
     def tolerance_for(self, metric: str) -> float:
         """Absolute tolerance for *metric* (the per-metric value, else the default)."""
@@ -338,6 +347,20 @@ class ReleaseSpec:
 #: rows per onnxruntime call: small enough to stay in cache (measured fastest for 1-D CNNs on
 #: 2 cores, bench/bench_evaluate.py), large enough to amortise the per-call overhead
 DEFAULT_BATCH = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParitySpec:
+    """``parity:``: the non-ONNX reference (TorchScript / torch.export) that must agree with
+    the gated ONNX model on the same samples; a bound left None is not gated."""
+
+    reference: str
+    data: str | None = None
+    samples: int = 256
+    record: str = "analysis/parity.json"
+    max_abs_diff: float | None = None
+    min_correlation: float | None = None
+    min_agreement: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -470,6 +493,7 @@ class Params:
     validate: ValidateSpec
     contract: ContractSpec | None
     task: TaskSpec | None = None
+    parity: ParitySpec | None = None
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     export: Mapping[str, Any]
@@ -513,6 +537,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             name=rel["name"],
             promoted=ArtifactSpec(role="promoted", **rel["promoted"]),
             variants=tuple(ArtifactSpec(role="variant", **v) for v in rel.get("variants", [])),
+            files=tuple(ArtifactSpec(role="file", **f) for f in rel.get("files", [])),
+            tag_template=rel.get("tag", "core@{name}"),
             tolerance=MappingProxyType(dict(tol) if isinstance(tol, dict) else {}),
             default_tolerance=float(tol) if not isinstance(tol, dict) else 1e-6,
             **{k: rel[k] for k in ("report", "calibration", "data", "core_dir") if k in rel},
@@ -538,6 +564,9 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             outputs=tuple(_tensor(t) for t in contract.get("outputs", [])),
         ),
         task=_task(doc.get("task"), source=source),
+        parity=None if doc.get("parity") is None else ParitySpec(
+            **{k: (float(v) if k in ("max_abs_diff", "min_correlation", "min_agreement") else v)
+               for k, v in doc["parity"].items()}),
         data=_freeze(doc.get("data", {})),
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),

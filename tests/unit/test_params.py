@@ -210,3 +210,30 @@ def test_calibrate_selective_is_typed_and_binary_params_keep_none(tmp_path: Path
 def test_a_malformed_selective_block_is_bad_params(tmp_path: Path, body: str) -> None:
     with pytest.raises(ParamsError, match="selective"):
         load_params(write(tmp_path, BASE + f"calibrate:\n  selective: {body}\n"))
+
+
+def test_release_files_tag_template_and_parity_are_typed(tmp_path: Path) -> None:
+    p = load_params(write(tmp_path, BASE))
+    assert p.release.files == () and p.release.tag == "core@1.10" and p.parity is None
+    text = BASE + ("  files: [{path: models/deploy.pt, description: torch deploy model}]\n"
+                   "  tag: \"core/{name}\"\n"
+                   "parity: {reference: models/deploy.pt, max_abs_diff: 1e-4, min_agreement: 0.999}\n")
+    p = load_params(write(tmp_path, text))
+    assert [(f.path, f.role) for f in p.release.files] == [("models/deploy.pt", "file")]
+    assert p.release.tag == "core/1.10"
+    assert p.parity is not None and p.parity.max_abs_diff == 1e-4
+    assert p.parity.min_agreement == 0.999 and p.parity.min_correlation is None
+    assert p.parity.samples == 256 and p.parity.record == "analysis/parity.json"
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ("  tag: core\n", "release.tag"),
+    ("  tag: \"core@{name}{name}\"\n", "release.tag"),
+    ("  tag: \"core @{name}\"\n", "release.tag"),
+    ("  files: [{path: ../outside.pt}]\n", "files"),
+    ("parity: {max_abs_diff: 1e-4}\n", "reference"),
+    ("parity: {reference: models/d.pt, min_agreement: 1.5}\n", "min_agreement"),
+])
+def test_bad_files_tags_and_parity_are_refused(tmp_path: Path, extra: str, why: str) -> None:
+    with pytest.raises(ParamsError, match=why):
+        load_params(write(tmp_path, BASE + extra))
