@@ -564,13 +564,20 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             outputs=tuple(_tensor(t) for t in contract.get("outputs", [])),
         ),
         task=_task(doc.get("task"), source=source),
-        parity=None if doc.get("parity") is None else ParitySpec(
-            **{k: (float(v) if k in ("max_abs_diff", "min_correlation", "min_agreement") else v)
-               for k, v in doc["parity"].items()}),
+        parity=_parity(doc.get("parity")),
         data=_freeze(doc.get("data", {})),
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),
     )
+
+
+def _parity(p: Mapping[str, Any] | None) -> ParitySpec | None:
+    if p is None:
+        return None
+    bounds: dict[str, Any] = {k: float(p[k]) for k in ("max_abs_diff", "min_correlation",
+                                                      "min_agreement") if k in p}
+    rest: dict[str, Any] = {k: p[k] for k in ("data", "samples", "record") if k in p}
+    return ParitySpec(reference=str(p["reference"]), **bounds, **rest)
 
 
 def _tensor(t: Mapping[str, Any]) -> TensorSpec:
