@@ -17,7 +17,7 @@ from typing import Any
 
 from relgate.errors import SchemaError
 
-KINDS = ("params", "calibration", "validation-report", "release", "manifest", "compare")
+KINDS = ("params", "calibration", "validation-report", "release", "manifest", "compare", "parity")
 _BASE = "https://relgate.dev/schemas/"
 
 
