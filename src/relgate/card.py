@@ -125,6 +125,32 @@ def _task_lines(record: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def calibration_lines(record: Mapping[str, Any]) -> list[str]:
+    """The recommended calibration of the release record (none: no lines, as before)."""
+    cal = record.get("calibration")
+    if not isinstance(cal, Mapping):
+        return []
+    method = str(cal["method"])
+    if cal.get("temperature") is not None:
+        method += f" (temperature {cal['temperature']:.6g})"
+    if cal.get("a") is not None and cal.get("b") is not None and cal["method"] == "platt":
+        method += f" (a {cal['a']:.6g}, b {cal['b']:.6g})"
+    lines = ["## Calibration (recommended)", "", "| | |", "| --- | --- |",
+             f"| method | {_cell(method)} |"]
+    if isinstance(cal.get("input"), Mapping):
+        lines.append(f"| input | scale {cal['input']['scale']:.6g}, offset "
+                     f"{cal['input']['offset']:.6g} (x * scale + offset before the model) |")
+    if cal.get("threshold") is not None:
+        lines.append(f"| threshold | {cal['threshold']:.6g} |")
+    band = cal.get("inconclusive")
+    if isinstance(band, Mapping):
+        lines.append(f"| inconclusive band | {band['low']:.6g} <= probability < {band['high']:.6g} |")
+    if cal.get("selective_threshold") is not None:
+        lines.append(f"| selective threshold | {cal['selective_threshold']:.6g} |")
+    lines.append(f"| sha256 | `{cal['sha256'][:16]}…` (calibration.json) |")
+    return lines
+
+
 def _class_lines(metrics: Mapping[str, Any], task: Mapping[str, Any]) -> list[str]:
     rows = class_rows(metrics, n_classes=task.get("n_classes"), classes=task.get("classes"))
     lines = ["## Per class (class order)", "",
@@ -159,6 +185,9 @@ def model_card(record: Mapping[str, Any]) -> str:
     for art in record["artifacts"]:
         lines.append(f"| `{art['path']}` | {art['role']} | `{art['sha256'][:16]}…` | "
                      f"{art.get('size', '')} | {art.get('description', '')} |")
+    if any(a["role"] == "file" for a in record["artifacts"]):
+        lines += ["", "Files with role `file` are sidecars (`release.files`): shipped and hashed "
+                  "as they are, never loaded or evaluated by relgate."]
     contract = promoted.get("contract") or {}
     lines += ["", "## Contract of the promoted model", "",
               "| direction | name | dtype | shape |", "| --- | --- | --- | --- |"]
@@ -171,6 +200,8 @@ def model_card(record: Mapping[str, Any]) -> str:
     multiclass = isinstance(task, Mapping) and task.get("kind") == "multiclass"
     if task is not None or record.get("threshold") is not None:
         lines += ["", *_task_lines(record)]
+    if record.get("calibration") is not None:
+        lines += ["", *calibration_lines(record)]
     lines += ["", "## Metrics (test split, calibrated)", "",
               "| metric | value | interval |", "| --- | ---: | --- |"]
     for key in sorted(record["metrics"]):

@@ -234,14 +234,65 @@ def pin_from_record(data: bytes | None, *, name: str, source: str) -> tuple[Pin,
 TAG_DIGEST_LINE = re.compile(r"relgate-root-digest: ([0-9a-f]{64})")
 
 
-def pin_from_tag(repo_dir: Path, release: str) -> Pin | None:
-    """The root digest the annotated tag ``core@<release>`` records; None when there is no such
-    tag, a Pin without a digest for a lightweight tag or one without a ``relgate-root-digest:``
-    line. A tag that records two different digests is refused (InputError): it pins nothing.
+#: a tag template as params.schema.json allows it: exactly one {name}, ref-safe characters
+_TAG_TEMPLATE = re.compile(r"[A-Za-z0-9._/@-]*\{name\}[A-Za-z0-9._/@-]*")
+#: a filled tag (the ``tag`` a release record carries)
+_TAG_NAME = re.compile(r"[A-Za-z0-9._@-]+(/[A-Za-z0-9._@-]+)*")
+
+
+def tag_template(params_text: bytes | None, *, source: str) -> str:
+    """The ``release.tag`` template of a registry's params.yaml (*params_text*; None: no such
+    file), the default ``core@{name}`` when it names none. A template params.schema.json would
+    refuse is refused here too (InputError): it names no tag relgate could trust."""
+    import yaml
+
+    from relgate.release import DEFAULT_TAG_TEMPLATE
+
+    if params_text is None:
+        return DEFAULT_TAG_TEMPLATE
+    try:
+        doc = yaml.safe_load(params_text)
+    except yaml.YAMLError:
+        raise InputError(f"{source}: not valid YAML", hint="fix the registry's params.yaml") from None
+    release = doc.get("release") if isinstance(doc, dict) else None
+    template = release.get("tag") if isinstance(release, dict) else None
+    if template is None:
+        return DEFAULT_TAG_TEMPLATE
+    if not isinstance(template, str) or not _TAG_TEMPLATE.fullmatch(template) \
+            or ".." in template or not 6 <= len(template) <= 200:
+        raise InputError(f"{source}: release.tag {str(template)[:80]!r} is not a tag template "
+                         "(exactly one {name}, letters, digits and ._/@-)",
+                         hint="fix release.tag in the registry's params.yaml")
+    return template
+
+
+def tag_of(record: Mapping[str, Any] | None, release: str, template: str) -> str:
+    """A release's git tag: the one its record carries, else *template* filled with its name."""
+    from relgate.release import release_tag
+
+    tag = None if record is None else record.get("tag")
+    if isinstance(tag, str) and _TAG_NAME.fullmatch(tag) and ".." not in tag:
+        return tag
+    return release_tag(release, template)
+
+
+def name_from_tag(tag: str, template: str) -> str | None:
+    """The release name *tag* is for under *template* (None: not a tag of that form)."""
+    head, _, tail = template.partition("{name}")
+    if len(tag) <= len(head) + len(tail) or not tag.startswith(head) or not tag.endswith(tail):
+        return None
+    return tag[len(head):len(tag) - len(tail)]
+
+
+def pin_from_tag(repo_dir: Path, release: str, *, tag: str | None = None) -> Pin | None:
+    """The root digest the annotated release tag *tag* (default ``core@<release>``) records;
+    None when there is no such tag, a Pin without a digest for a lightweight tag or one without
+    a ``relgate-root-digest:`` line. A tag that records two different digests is refused
+    (InputError): it pins nothing.
     """
     from relgate.release import release_tag
 
-    tag = release_tag(release)
+    tag = release_tag(release) if tag is None else tag
     ref = f"refs/tags/{tag}"
     kind = _git("cat-file", "-t", ref, cwd=repo_dir)
     if kind.returncode != 0:
@@ -265,7 +316,8 @@ def pin_from_tag(repo_dir: Path, release: str) -> Pin | None:
     return Pin(root_digest=found.pop(), source=f"annotated tag {tag}")
 
 
-def choose_pin(record_pin: Pin, tag_pin: Pin | None, *, release: str, where: str) -> Pin:
+def choose_pin(record_pin: Pin, tag_pin: Pin | None, *, release: str, where: str,
+               tag: str | None = None) -> Pin:
     """The pin to verify against: the release record's, else the tag's; both must agree.
 
     Neither is a refusal (VerificationFailed): a bundle checked only against its own
@@ -286,7 +338,8 @@ def choose_pin(record_pin: Pin, tag_pin: Pin | None, *, release: str, where: str
     raise VerificationFailed(
         f"release {release!r} at {where}: no root digest is pinned outside the bundle (no "
         f"{record_path(release)} with bundle.root_digest there, no annotated tag "
-        f"{release_tag(release)} recording one), so it cannot be verified; nothing was fetched",
+        f"{tag or release_tag(release)} recording one), so it cannot be verified; nothing was "
+        "fetched",
         hint="fetch at a revision that records the release (--rev <tag>), or ask the registry's "
              "maintainers to tag it as publish.yml does; 'relgate releases REPO' lists releases")
 
@@ -412,21 +465,23 @@ def fetch_bundle(
         if PurePosixPath(bundle_path).name != release:
             raise InputError(f"{rec_source}: bundle.path {bundle_path!r} is not a folder named "
                              f"{release}")
-        tag_pin = pin_from_tag(repo_dir, release)
+        # the tag the record carries, else the one params.yaml's release.tag template names
+        tag = tag_of(None if record_data is None else parse_record(record_data, source=rec_source,
+                                                                   name=release),
+                     release, tag_template(_show(repo_dir, commit, "params.yaml"),
+                                           source=f"params.yaml at {commit[:12]}"))
+        tag_pin = pin_from_tag(repo_dir, release, tag=tag)
         tag_digest = None if tag_pin is None else tag_pin.root_digest
         if record_pin.root_digest is None and tag_digest is None \
                 and not _dvc_tracks(repo_dir, commit, bundle_path, exact=True):
             # nothing pins it and DVC has no output of exactly this path: not a release here
-            from relgate.release import release_tag
-
-            tag = release_tag(release)
             raise InputError(
                 f"{repo}: no release {release!r} at {rev or 'HEAD'}: "
                 + (f"no {record_path(release)}" if record_data is None
                    else f"{record_path(release)} has no bundle.root_digest")
                 + (f", no tag {tag}" if tag_pin is None else f", tag {tag} records no root digest"),
                 hint="'relgate releases REPO' lists the releases and their tags")
-        pin = choose_pin(record_pin, tag_pin, release=release,
+        pin = choose_pin(record_pin, tag_pin, release=release, tag=tag,
                          where=f"{rev or 'HEAD'} (commit {commit[:12]})")
         step(f"downloading {bundle_path} at {commit[:12]} with dvc get")
         site_cache = work / "dvc-site-cache"
@@ -671,20 +726,38 @@ def _version_key(info: ReleaseInfo) -> tuple[Any, ...]:
     return (version, info.created, info.name)
 
 
-def _tags(repo_dir: Path) -> dict[str, tuple[str, str]]:
-    """``core@<name>`` tags: release name -> (tag, commit it points at)."""
-    from relgate.release import TAG_PREFIX
-
+def _all_tags(repo_dir: Path) -> dict[str, str]:
+    """Every tag of the repository: tag -> the commit it points at."""
     proc = _git("for-each-ref", "--format=%(refname:strip=2) %(objectname) %(*objectname)",
-                f"refs/tags/{TAG_PREFIX}*", cwd=repo_dir)
+                "refs/tags/", cwd=repo_dir)
     if proc.returncode != 0:
         return {}
+    return {parts[0]: parts[-1] for line in proc.stdout.splitlines()
+            if len(parts := line.split()) >= 2}
+
+
+def _tags(all_tags: Mapping[str, str], template: str) -> dict[str, tuple[str, str]]:
+    """Release tags: release name -> (tag, commit it points at), for tags of the form
+    *template* (``release.tag``), or the default ``core@<name>`` (tags made before it was
+    a template); the template's form wins where both name a release."""
+    from relgate.release import DEFAULT_TAG_TEMPLATE
+
     out: dict[str, tuple[str, str]] = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0].startswith(TAG_PREFIX):
-            out[parts[0][len(TAG_PREFIX):]] = (parts[0], parts[-1])
+    for form in dict.fromkeys((DEFAULT_TAG_TEMPLATE, template)):
+        for tag, commit in sorted(all_tags.items()):
+            name = name_from_tag(tag, form)
+            if name is not None:
+                out[name] = (tag, commit)
     return out
+
+
+def _tag_for(name: str, record: Mapping[str, Any], tags: Mapping[str, tuple[str, str]],
+             all_tags: Mapping[str, str], template: str) -> tuple[str | None, str | None]:
+    """(tag, commit) of a recorded release: its record's tag, else its template form."""
+    tag = tag_of(record, name, template)
+    if tag in all_tags:
+        return tag, all_tags[tag]
+    return tags.get(name, (None, None))
 
 
 def _git_toplevel(folder: Path) -> Path | None:
@@ -720,7 +793,12 @@ def list_releases(repo: str = ".") -> ReleaseListing:
     if _is_local(repo) and not _is_bare(Path(repo)):
         root = Path(repo)
         git_dir = _git_toplevel(root)
-        tags = _tags(root) if git_dir is not None else {}
+        params_file = root / "params.yaml"
+        template = tag_template(read_capped(params_file, max_bytes=_MAX_RECORD_BYTES,
+                                            what="params.yaml")
+                                if params_file.is_file() else None, source=str(params_file))
+        all_tags = _all_tags(root) if git_dir is not None else {}
+        tags = _tags(all_tags, template)
         commit = _head(root) if git_dir is not None else None
         found: dict[str, tuple[dict[str, Any], str]] = {}
         folder = root / RECORD_DIR
@@ -732,9 +810,8 @@ def list_releases(repo: str = ".") -> ReleaseListing:
             found[m[1]] = (parse_record(data, source=str(path), name=m[1]), str(path))
         if git_dir is not None:
             _add_tagged(found, tags, root)
-        infos = [release_info(rec, source=src, tag=tags.get(name, (None, None))[0],
-                              tag_commit=tags.get(name, (None, None))[1],
-                              present=_present(root, rec))
+        infos = [release_info(rec, source=src, present=_present(root, rec),
+                              **_tag_kw(name, rec, tags, all_tags, template))
                  for name, (rec, src) in found.items()]
         notes = () if git_dir is not None else (
             f"{repo} is not the top of a git repository: tags are not listed",)
@@ -745,7 +822,10 @@ def list_releases(repo: str = ".") -> ReleaseListing:
     with tempfile.TemporaryDirectory(prefix="relgate-releases-") as tmp:
         repo_dir = clone(repo, Path(tmp) / "repo")
         commit = resolve_rev(repo_dir, None, label=repo)
-        tags = _tags(repo_dir)
+        template = tag_template(_show(repo_dir, commit, "params.yaml"),
+                                source=f"params.yaml at {commit[:12]}")
+        all_tags = _all_tags(repo_dir)
+        tags = _tags(all_tags, template)
         found = {}
         proc = _git("ls-tree", "--name-only", commit, f"{RECORD_DIR}/", cwd=repo_dir)
         for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
@@ -755,11 +835,17 @@ def list_releases(repo: str = ".") -> ReleaseListing:
                 source = f"{line} at {commit[:12]}"
                 found[m[1]] = (parse_record(blob, source=source, name=m[1]), source)
         _add_tagged(found, tags, repo_dir)
-        infos = [release_info(rec, source=src, tag=tags.get(name, (None, None))[0],
-                              tag_commit=tags.get(name, (None, None))[1], present=None)
+        infos = [release_info(rec, source=src, present=None,
+                              **_tag_kw(name, rec, tags, all_tags, template))
                  for name, (rec, src) in found.items()]
         return ReleaseListing(repo=repo, local=False, commit=commit,
                               releases=tuple(sorted(infos, key=_version_key, reverse=True)))
+
+
+def _tag_kw(name: str, record: Mapping[str, Any], tags: Mapping[str, tuple[str, str]],
+            all_tags: Mapping[str, str], template: str) -> dict[str, str | None]:
+    tag, commit = _tag_for(name, record, tags, all_tags, template)
+    return {"tag": tag, "tag_commit": commit}
 
 
 def _add_tagged(found: dict[str, tuple[dict[str, Any], str]],
@@ -783,6 +869,6 @@ def _present(root: Path, record: Mapping[str, Any]) -> bool:
 __all__ = [
     "FetchResult", "FilePin", "Pin", "ReleaseInfo", "ReleaseListing", "choose_pin",
     "clean_stale_fetches", "clone", "dvc_command", "fetch_bundle", "list_releases",
-    "md5_and_sha256", "parse_record", "pin_from_record", "pin_from_tag", "pinned_file",
-    "resolve_rev", "tool_error",
+    "md5_and_sha256", "name_from_tag", "parse_record", "pin_from_record", "pin_from_tag",
+    "pinned_file", "resolve_rev", "tag_of", "tag_template", "tool_error",
 ]

@@ -33,15 +33,22 @@ REPORT_FILE = "validation_report.json"
 CALIBRATION_FILE = "calibration.json"
 CARD_FILE = "README.md"
 TAG_PREFIX = "core@"
+#: ``release.tag`` when params name none (registries written before it was a template)
+DEFAULT_TAG_TEMPLATE = TAG_PREFIX + "{name}"
+#: the bundle files relgate writes itself: no artifact or sidecar may take these names
+RESERVED_NAMES = frozenset({RELEASE_FILE, REPORT_FILE, CALIBRATION_FILE, CARD_FILE,
+                            "manifest.json"})
 
 
-def release_tag(name: str) -> str:
-    """The git tag of a release: ``core@<name>`` (GTO's ``artifact@version`` form).
+def release_tag(name: str, template: str = DEFAULT_TAG_TEMPLATE) -> str:
+    """The git tag of a release: *template* (``release.tag``) with ``{name}`` filled in.
 
-    Name releases ``vMAJOR.MINOR.PATCH`` (e.g. ``v1.2.0``) and the tag is a valid
-    GTO registration tag, so ``gto show`` and ``dvc artifacts get`` understand it.
+    The default ``core@<name>`` is GTO's ``artifact@version`` form: name releases
+    ``vMAJOR.MINOR.PATCH`` (e.g. ``v1.2.0``) and the tag is a valid GTO registration tag,
+    so ``gto show`` and ``dvc artifacts get`` understand it. Other templates (seed 000's
+    ``core/{name}``) are plain git tags that relgate resolves and GTO ignores.
     """
-    return f"{TAG_PREFIX}{name}"
+    return template.replace("{name}", name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,6 +219,7 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
                      if report.get("calibration") is not None else None),
         variants=tuple(_inside(root, v.path, f"artifact {v.path}") for v in spec.variants),
     )
+    check_sidecars(params, root=root)  # before anything is written under core_dir
     target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
     mirror_path = root / "analysis" / f"release_{spec.name}.json"
     pinned = _read_pin(mirror_path)
@@ -319,7 +327,10 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
         fresh = validate_model(model, data, calibration_path=calibration, params=params,
                                model_label=spec.promoted.path, data_label=spec.data,
                                calibration_label=None if calibration is None else spec.calibration,
-                               baseline=baseline_for_params(params, root=root))
+                               baseline=baseline_for_params(params, root=root),
+                               threshold=reported_threshold(report))
+    if "threshold_source" not in report:  # a report written before relgate recorded it
+        fresh.pop("threshold_source", None)
     used = {"model": fresh["model"]["sha256"], "data": fresh["data"]["sha256"],
             "calibration": (fresh.get("calibration") or {}).get("sha256")}
     checked = {"model": digest.sha256, "data": data_sha, "calibration": calibration_sha}
@@ -356,11 +367,19 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
         files.update(_bundle_files(variant.path, vdigest))
         with _named_as({staged: variant.path}):
             artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
+    artifacts += _stage_sidecars(params, root=root, staging=staging, files=files)
+    # extra evidence checked at promote and shipped in the bundle (e.g. a parity record) goes
+    # here: read once into the staging folder (_write_new from the bytes read), its name
+    # added to RESERVED_NAMES and to _pinned_bundle_files, its sha256 under record["evidence"]
     shas = {"report": files[REPORT_FILE].sha256, "calibration": calibration_sha, "data": data_sha}
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
                              gates=verdict.to_dict(), metrics=fresh["metrics"],
                              reproductions=reproductions)
     record.update(task_record(fresh))
+    if calibration_sha is not None:
+        record["calibration"] = calibration_summary(loads_strict(calibration_bytes,
+                                                                 source=spec.calibration),
+                                                    sha256=calibration_sha)
     schemas.validate(record, "release", source="release record")
     from relgate.card import model_card
 
@@ -680,7 +699,7 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
                     metrics: Mapping[str, Any], reproductions: list[Reproduction]) -> dict[str, Any]:
     spec = params.release
     return {
-        "schema_version": 1, "kind": "release", "name": spec.name, "tag": release_tag(spec.name),
+        "schema_version": 1, "kind": "release", "name": spec.name, "tag": spec.tag,
         "artifacts": artifacts, "metrics": dict(metrics), "gates": dict(gates),
         "tolerance": {m: spec.tolerance_for(m) for m in sorted({r.metric for r in params.gates.rules})},
         "reproduced": {r.metric: {"reported": r.reported, "reproduced": r.reproduced, "delta": r.delta}
@@ -721,6 +740,159 @@ def task_record(report: Mapping[str, Any]) -> dict[str, Any]:
     selective = (report.get("calibration") or {}).get("selective")
     if isinstance(selective, Mapping) and selective.get("threshold") is not None:
         out["selective_threshold"] = float(selective["threshold"])
+    return out
+
+
+def reported_threshold(report: Mapping[str, Any]) -> float | None:
+    """The threshold promote re-evaluates at: the report's when it came from the command line
+    (``validate --threshold``), else None (the calibration's, or the default, as validation
+    chose). A report without ``threshold_source`` (older relgate) is re-evaluated as before."""
+    if report.get("threshold_source") == "command line":
+        return float(report["threshold"])
+    return None
+
+
+def calibration_summary(calibration: Mapping[str, Any], *, sha256: str) -> dict[str, Any]:
+    """The recommended calibration as the release record shows it, from the calibration file
+    promote checked (*sha256*): input scale/offset, the probability method and its parameters,
+    and the binary threshold and inconclusive band, or the multi-class selective threshold."""
+    prob = calibration["probability"]
+    out: dict[str, Any] = {"sha256": sha256, "method": prob["method"]}
+    if prob["method"] == "platt":
+        out.update(a=float(prob["a"]), b=float(prob["b"]))
+    elif prob.get("temperature") is not None:
+        out["temperature"] = float(prob["temperature"])
+    if isinstance(calibration.get("input"), Mapping):
+        out["input"] = {"scale": float(calibration["input"]["scale"]),
+                        "offset": float(calibration["input"]["offset"])}
+    if isinstance(calibration.get("threshold"), Mapping):
+        out["threshold"] = float(calibration["threshold"]["value"])
+    band = calibration.get("inconclusive")
+    if isinstance(band, Mapping) and band.get("low") is not None and band.get("high") is not None:
+        out["inconclusive"] = {"low": float(band["low"]), "high": float(band["high"])}
+    selective = calibration.get("selective")
+    if isinstance(selective, Mapping) and selective.get("threshold") is not None:
+        out["selective_threshold"] = float(selective["threshold"])
+    return out
+
+
+def _sidecar_name_problem(rel: str, taken: Mapping[str, str]) -> str | None:
+    """Why *rel* cannot be a sidecar's bundle path (None if it can); *taken* maps the casefolded
+    names already in the bundle to what holds them."""
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts or "\\" in rel \
+            or any(ord(c) < 32 for c in rel):
+        return f"{rel!r} must be a relative path inside the registry"
+    name = str(pure).casefold()
+    if pure.parts[0].startswith(".relgate"):
+        return f"{rel!r} is inside relgate's private staging name {pure.parts[0]!r}"
+    for key, holder in sorted(taken.items()):  # the same name, or one is the other's folder
+        if key == name or key.startswith(name + "/") or name.startswith(key + "/"):
+            return f"{rel!r} clashes with {holder} in the bundle"
+    return None
+
+
+def check_sidecars(params: Params, *, root: Path) -> None:
+    """Refuse ``release.files`` that promote could not ship as they are, before anything is
+    written (InputError, exit 2): a path outside the registry, a name another bundle file has
+    (release.json, manifest.json, README.md, calibration.json, validation_report.json, an
+    artifact, another sidecar), and a file that is missing, a folder, a symlink (or reached
+    through one) or hard-linked. ``_stage_sidecars`` opens each again the same way to copy it."""
+    from relgate.manifest import open_root
+
+    spec = params.release
+    taken = {n.casefold(): n for n in RESERVED_NAMES}
+    for art in (spec.promoted, *spec.variants):
+        taken[str(PurePosixPath(art.path)).casefold()] = f"artifact {art.path}"
+    for side in spec.files:
+        problem = _sidecar_name_problem(side.path, taken)
+        if problem is not None:
+            raise InputError(f"release.files: {problem}",
+                             hint="ship a file of the registry under a name of its own")
+        taken[str(PurePosixPath(side.path)).casefold()] = f"sidecar {side.path}"
+    if not spec.files:
+        return
+    root_fd = open_root(root)
+    try:
+        for side in spec.files:
+            fd, _ = _open_sidecar(root_fd, side.path)
+            os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def _open_sidecar(root_fd: int, rel: str) -> tuple[int, os.stat_result]:
+    """Open a sidecar under the registry root through no symlink, as a single-link regular
+    file: ``(fd, fstat)``, or a one-line InputError."""
+    import errno
+    import stat
+
+    from relgate.manifest import open_in_tree
+
+    what = f"release.files: {rel}"
+    try:
+        fd, st = open_in_tree(root_fd, str(PurePosixPath(rel)))
+    except FileNotFoundError:
+        raise InputError(f"{what} does not exist", hint="run the pipeline first (dvc repro)") from None
+    except OSError as exc:
+        why = ("is or goes through a symlink; refusing to follow it out of the registry"
+               if exc.errno in (errno.ELOOP, errno.ENOTDIR) else f"cannot be opened ({exc.strerror})")
+        raise InputError(f"{what} {why}", hint="ship the real file, not a link to it") from None
+    try:
+        if not stat.S_ISREG(st.st_mode):
+            from relgate.hashing import file_kind
+
+            raise InputError(f"{what} is not a regular file ({file_kind(st.st_mode)})",
+                             hint="list files, not folders, in release.files")
+        if st.st_nlink > 1:
+            raise InputError(f"{what} is a hard-linked file ({st.st_nlink} links); it may be "
+                             "shared with a file outside the registry",
+                             hint="copy the file (cp --no-preserve=links) instead of hard-linking it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _stage_sidecars(params: Params, *, root: Path, staging: Path,
+                    files: dict[str, FileDigest]) -> list[dict[str, Any]]:
+    """Copy each ``release.files`` entry into *staging* once, hashing what is copied; add its
+    digest to *files* and return its release-record entries (role ``file``). Sidecars are
+    bytes: never parsed, never loaded as a model."""
+    from relgate import hashing
+    from relgate.manifest import open_root
+
+    out: list[dict[str, Any]] = []
+    if not params.release.files:
+        return out
+    root_fd = open_root(root)
+    try:
+        for side in params.release.files:
+            name = str(PurePosixPath(side.path))
+            dst = staging / name
+            fd, _ = _open_sidecar(root_fd, side.path)
+            try:
+                try:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    clash = name in files or os.path.lexists(dst)
+                except OSError:  # a folder on the way is a staged file
+                    clash = True
+                if clash:
+                    raise InputError(f"release.files: {side.path!r} clashes with another file "
+                                     "of the bundle (an artifact's data file?)",
+                                     hint="ship a file of the registry under a name of its own")
+                size, sha = hashing.copy_and_hash(fd, dst)
+            finally:
+                os.close(fd)
+            files[name] = FileDigest(size=size, sha256=sha)
+            entry: dict[str, Any] = {
+                "path": name, "role": "file", "sha256": sha, "size": size,
+                "files": [{"path": dst.name, "size": size, "sha256": sha}]}
+            if side.description:
+                entry["description"] = side.description
+            out.append(entry)
+    finally:
+        os.close(root_fd)
     return out
 
 
@@ -790,4 +962,5 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-__all__ = ["PromotionResult", "Reproduction", "compare_metrics", "promote", "release_tag"]
+__all__ = ["PromotionResult", "Reproduction", "calibration_summary", "check_sidecars",
+           "compare_metrics", "promote", "release_tag", "reported_threshold"]

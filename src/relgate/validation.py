@@ -95,6 +95,9 @@ class Baseline:
     output_name: str | None = None
     positive_index: int | None = None
     expected_sha256: str | None = None
+    #: the threshold the release was validated and published at (release.json ``threshold``);
+    #: None for a record published before relgate recorded it (then: its calibration's)
+    threshold: float | None = None
 
 
 def baseline_from_bundle(bundle_dir: str | os.PathLike[str], *,
@@ -143,7 +146,18 @@ def baseline_from_bundle(bundle_dir: str | os.PathLike[str], *,
         output_name=contract.get("score_output"),
         positive_index=contract.get("positive_index"),
         expected_sha256=str(art["sha256"]),
+        threshold=_released_threshold(record),
     )
+
+
+def _released_threshold(record: Mapping[str, Any]) -> float | None:
+    """The binary decision threshold a release record carries (None: not recorded, or a
+    multi-class record, whose 0 means argmax and is no threshold on a probability)."""
+    thr = record.get("threshold")
+    if (record.get("task") or {}).get("kind") == "multiclass" or isinstance(thr, bool) \
+            or not isinstance(thr, int | float):
+        return None
+    return float(thr)
 
 
 def baseline_for_params(params: Params, *, root: str | os.PathLike[str] | None = None,

@@ -439,6 +439,33 @@ def test_release_tag_from_record_or_name(
     assert subprocess.run(["git", "check-ref-format", f"refs/tags/{expected}"]).returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("record_tag", "expected"),
+    [(None, "core/v1.1-Omega-Calibrated"),  # an older record: the params template, filled
+     ("core/v1.1-Omega-Calibrated", "core/v1.1-Omega-Calibrated")],
+)
+def test_release_tag_from_the_params_template(
+    tmp_path: Path, record_tag: str | None, expected: str
+) -> None:
+    """Seed 000's ``release.tag: core/{name}``: the tag is read from params with relgate, not
+    derived from the name in the GTO scheme (which would give ``core@v1.1.0-Omega-Calibrated``)."""
+    name = "v1.1-Omega-Calibrated"
+    (tmp_path / "params.yaml").write_text(
+        PARAMS.format(name=name) + '  tag: "core/{name}"\n')
+    bundle = tmp_path / "models" / "core" / name
+    bundle.mkdir(parents=True)
+    (bundle / "manifest.json").write_text(json.dumps({"root_digest": "ef" * 32}))
+    (bundle / "release.json").write_text(json.dumps({"name": name, **(
+        {"tag": record_tag} if record_tag else {})}))
+    out = tmp_path / "github-output"
+    step = step_named(WORKFLOW_DIR / CREDENTIALED_WORKFLOW, "release name, tag")
+    proc = run_step(step["run"], cwd=tmp_path, env={"GITHUB_OUTPUT": str(out)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assert outputs["tag"] == expected
+    assert subprocess.run(["git", "check-ref-format", f"refs/tags/{expected}"]).returncode == 0
+
+
 def test_release_without_version_or_tag_is_refused(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(PARAMS.format(name="nightly"))
     bundle = tmp_path / "models" / "core" / "nightly"

@@ -137,10 +137,12 @@ def run_binary_validation(
     boot = params.validate.bootstrap
     checks, failed = model_checks(model_path, data_path, scores, result.features, seed=boot.seed,
                                   scale=scale, offset=offset, **scoring)
-    if calibration is not None:
-        thr = float(calibration["threshold"]["value"]) if threshold is None else float(threshold)
+    if threshold is not None:
+        thr, thr_source = float(threshold), "command line"
+    elif calibration is not None:
+        thr, thr_source = float(calibration["threshold"]["value"]), "calibration"
     else:
-        thr = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+        thr, thr_source = DEFAULT_THRESHOLD, "default"
     if not checks["finite"]["passed"]:
         prob = np.full(scores.shape, np.nan)  # no probability of a NaN; no plot points either
     elif calibration is not None:
@@ -202,6 +204,7 @@ def run_binary_validation(
         "calibration": calibration_ref,
         "task": {**contract.task_dict(), "warnings": warnings},
         "threshold": thr,
+        "threshold_source": thr_source,
         "metrics": metrics,
         "bootstrap": {
             "resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed,
@@ -307,6 +310,8 @@ def compare_with_baseline(
     (same resamples for both models) for ranking and threshold metrics, a point
     difference for the health stats. The selective metrics compare the candidate's
     *band* with the baseline calibration's own (undefined when either has none).
+    Each model decides at its own threshold: the candidate at *threshold*, the baseline at
+    the one its release record carries (``Baseline.threshold``), else its calibration's.
     """
     from relgate.calibration import score_is_probability
     from relgate.onnxmodel import load_contract, model_digest, require_output_type
@@ -351,6 +356,8 @@ def compare_with_baseline(
         prob_b = uncalibrated_probability(scores_b,
                                           score_is_probability=score_is_probability(contract))
         thr_b = DEFAULT_THRESHOLD
+    if baseline.threshold is not None:  # the threshold the baseline was released at
+        thr_b = float(baseline.threshold)
     spec = params.gates.baseline
     names = sorted(spec.max_drop) if spec is not None else list(BOOTSTRAP_METRICS)
     boot = params.validate.bootstrap
