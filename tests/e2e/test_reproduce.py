@@ -197,7 +197,10 @@ def test_ctrl_c_removes_the_temp_clone(tmp_path: Path, env: dict[str, str]) -> N
     tmp = Path(env["TMPDIR"])
     proc = subprocess.Popen([sys.executable, "-m", "relgate", "reproduce", "--registry", str(root)],
                             cwd=root, env={**env, "SLOW": "60"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # as a terminal's foreground job: a test run started in the
+                            # background (`pytest &`) has SIGINT ignored, and children inherit it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until the slow stage runs inside the clone
         clones = leftovers(tmp)
