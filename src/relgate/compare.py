@@ -25,7 +25,9 @@ refuses bad input (exit 2) but never says "no".
   then the order given: the winner is the first of group 1 (it may differ from the leader
   when a tied candidate is better on a tie-breaker). Deltas are against the leader.
 
-Binary tasks only: a multi-class task is refused with a one-line error.
+A multi-class task (``task.kind: multiclass``) ranks by its own metrics (``macro_f1``,
+``accuracy``, ``top3_accuracy``, ``log_loss``...): argmax predictions on the calibrated
+probabilities, resamples drawn per class (:mod:`relgate.tasks.multiclass`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from relgate.errors import DataError, ParamsError, Refusal, UsageError
+from relgate.errors import DataError, Refusal, UsageError
 from relgate.gates import LOWER_IS_BETTER
 from relgate.metrics import (
     BOOTSTRAP_METRICS,
@@ -124,7 +126,9 @@ class Scored:
     threshold_source: str
     band: tuple[float, float] | None
     prob: FloatArray = field(repr=False)
-    y: npt.NDArray[np.int8] = field(repr=False)
+    y: npt.NDArray[Any] = field(repr=False)
+    #: multi-class: the selective ("no conclusive") threshold, None when the calibration has none
+    selective: float | None = None
 
 
 def _existing(path: Path, what: str) -> Path:
@@ -134,7 +138,7 @@ def _existing(path: Path, what: str) -> Path:
     return path
 
 
-def _from_report(spec: SnapshotSpec, root: Path, data_sha: str, data_path: Path
+def _from_report(spec: SnapshotSpec, root: Path, data_sha: str, data_path: Path, task_kind: str
                  ) -> tuple[Path, Path | None, dict[str, Any], float | None, dict[str, Any]]:
     """The model and calibration a validation report names, checked by sha256."""
     from relgate import schemas
@@ -146,9 +150,10 @@ def _from_report(spec: SnapshotSpec, root: Path, data_sha: str, data_path: Path
     src = _existing(spec.report, "validation report")
     record = read_json(src)
     schemas.validate(record, "validation-report", source=str(src))
-    if record.get("task", {}).get("kind", "binary") != "binary":
-        raise UsageError(f"{src}: a multi-class report; compare ranks binary candidates only",
-                         hint="compare binary validation reports")
+    kind = (record.get("task") or {}).get("kind", "binary")
+    if kind != task_kind:
+        raise UsageError(f"{src}: a {kind} report, but the task in --params is {task_kind}",
+                         hint="compare candidates of one task kind")
     if record["data"]["sha256"] != data_sha:
         raise DataError(f"{src}: evaluated on another split ({record['data']['path']!r}, sha256 "
                         f"{record['data']['sha256'][:12]}…) than --data {data_path} "
@@ -172,7 +177,7 @@ def _from_report(spec: SnapshotSpec, root: Path, data_sha: str, data_path: Path
 
 
 def score_snapshot(spec: SnapshotSpec, *, data_path: Path, data_sha: str, params: Params,
-                   root: Path, name: str) -> Scored:
+                   root: Path, name: str, kind: str = "binary") -> Scored:
     """Score one snapshot on the split at its own threshold (module docstring)."""
     from relgate.calibration import (
         apply_calibration,
@@ -191,7 +196,7 @@ def score_snapshot(spec: SnapshotSpec, *, data_path: Path, data_sha: str, params
     overrides: dict[str, Any] = {}
     if spec.report is not None:
         model_path, cal_path, contract_rec, recorded_threshold, report_ref = _from_report(
-            spec, root, data_sha, data_path)
+            spec, root, data_sha, data_path, kind)
         overrides = {"output_name": contract_rec.get("score_output"),
                      "positive_index": contract_rec.get("positive_index")}
     else:
@@ -199,6 +204,10 @@ def score_snapshot(spec: SnapshotSpec, *, data_path: Path, data_sha: str, params
         model_path, cal_path = _existing(spec.model, "model"), spec.calibration
         if cal_path is not None:
             _existing(cal_path, "calibration")
+    if kind == "multiclass":
+        return _score_multiclass(model_path, cal_path, report_ref, data_path=data_path,
+                                 data_sha=data_sha, params=params, name=name,
+                                 output_name=overrides.get("output_name"))
     contract = resolve_contract(model_path, params=params, **overrides)
     digest = model_digest(model_path)
     calibration = None
@@ -244,6 +253,101 @@ def score_snapshot(spec: SnapshotSpec, *, data_path: Path, data_sha: str, params
                   y=np.asarray(result.y).astype(np.int8))
 
 
+def _score_multiclass(model_path: Path, cal_path: Path | None, report_ref: dict[str, Any] | None,
+                      *, data_path: Path, data_sha: str, params: Params, name: str,
+                      output_name: str | None) -> Scored:
+    """A multi-class snapshot: calibrated probabilities [N, K], predicted by argmax (rows
+    under the calibration's selective threshold, if any, are the "no conclusive" ones)."""
+    from relgate.calibration import load_calibration
+    from relgate.hashing import sha256_file
+    from relgate.onnxmodel import model_digest
+    from relgate.tasks import multiclass as mc
+    from relgate.tasks import multiclass_calibration as mcal
+    from relgate.tasks.multiclass_validation import MatrixScorer, resolve_contract
+    from relgate.validation import check_calibration_applies
+
+    contract = resolve_contract(model_path, params=params, input_name=None,
+                                output_name=output_name, positive_index=None, output_type=None,
+                                reducer=None)
+    digest = model_digest(model_path)
+    calibration = None
+    cal_ref = None
+    if cal_path is not None:
+        calibration = load_calibration(cal_path, kind="multiclass")
+        check_calibration_applies(calibration, model_sha256=digest.sha256, data_sha256=data_sha,
+                                  calibration_source=str(cal_path), data_source=str(data_path))
+        cal_ref = {"path": str(cal_path), "sha256": sha256_file(cal_path)}
+    scorer = MatrixScorer(model_path, threads=params.evaluate.threads,
+                          batch_size=params.evaluate.batch_size, contract=contract)
+    out, y = scorer.matrix(data_path)
+    bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+    if bad:
+        raise Refusal(f"candidate {name}: {model_path} outputs {bad} NaN or infinite values; "
+                      "it cannot be ranked", hint="relgate validate reports which rows")
+    k = int(out.shape[1])
+    mc.check_labels(y, k)
+    if calibration is not None:
+        mcal.check_multiclass_calibration(calibration, n_classes=k,
+                                          output_type=str(contract.output_type),
+                                          source=str(cal_path))
+    try:
+        prob = mcal.calibrated_probabilities(out, str(contract.output_type), calibration)
+    except DataError as exc:
+        raise DataError(f"{model_path}: output {contract.score_output!r} is declared "
+                        f"{contract.output_type}, but {exc.message}", hint=exc.hint) from None
+    _, selective = mcal.selective_threshold(calibration)
+    return Scored(model={"path": str(model_path), "sha256": digest.sha256,
+                         "output": contract.score_output, "output_type": contract.output_type},
+                  calibration=cal_ref, report=report_ref,
+                  threshold=0.0 if selective is None else float(selective),
+                  threshold_source="argmax" if selective is None else "calibration",
+                  band=None, prob=prob, y=np.asarray(y, dtype=np.int64), selective=selective)
+
+
+def paired_multiclass(y: Any, probs: Sequence[FloatArray], selective: Sequence[float | None],
+                      names: Sequence[str], *, resamples: int, seed: int, bins: int = 15,
+                      top_k: Sequence[int] = ()
+                      ) -> tuple[list[dict[str, float]], list[dict[str, FloatArray]]]:
+    """The multi-class twin of :func:`paired_metrics`: resamples are drawn per class from the
+    labels alone (:mod:`relgate.tasks.multiclass`), so every model sees the same rows."""
+    from relgate.tasks import multiclass as mc
+
+    k = int(probs[0].shape[1])
+    labels = mc.check_labels(y, k)
+    ks = tuple(top_k)
+    support = np.bincount(labels, minlength=k).astype(np.int64)
+    want_auc = bool({"macro_auc", "weighted_auc"} & set(names))
+    points = []
+    for p, t in zip(probs, selective, strict=True):
+        values = mc._point(labels, p, ks, bins, t, want_auc)[0]
+        points.append({n: (values[n] if mc._reason(n, support) is None else math.nan)
+                       for n in names})
+    defined = frozenset(n for n in names if mc._reason(n, support) is None)
+    if not resamples or not defined:
+        return points, [{n: np.empty(0) for n in names} for _ in probs]
+    order = mc._class_order(labels)
+    per_class = bool({"macro_auc", "weighted_auc", "classwise_ece"} & defined)
+    models = [mc._model(labels, p, order, support, ks, bins, t, per_class)
+              for p, t in zip(probs, selective, strict=True)]
+    boots = mc._resampled(models, defined, resamples=resamples, seed=seed)
+    return points, [{n: b.get(n, np.full(resamples, np.nan)) for n in names} for b in boots]
+
+
+def check_multiclass_metrics(names: Sequence[str], *, n_classes: int, top_k: Sequence[int],
+                             selective: bool) -> None:
+    """Every named metric is one the multi-class task reports (selective ones need every
+    snapshot to have a selective threshold)."""
+    from relgate.tasks import multiclass as mc
+
+    known = mc.metric_names(n_classes, top_k, selective=selective)
+    for name in names:
+        if name not in known:
+            extra = "" if selective or name not in mc.SELECTIVE_METRICS else \
+                " (every candidate needs a calibration with a selective threshold)"
+            raise UsageError(f"unknown metric {name!r} for this multi-class task{extra}",
+                             hint=f"use one of: {', '.join(known[:12])}, ...")
+
+
 # ---------------------------------------------------------------- the paired engine
 
 
@@ -285,12 +389,13 @@ def paired_metrics(y: Any, probs: Sequence[FloatArray], thresholds: Sequence[flo
 # ---------------------------------------------------------------- the comparison
 
 
-def check_metrics(by: str, then: Sequence[str]) -> tuple[str, ...]:
-    """The primary metric and tie-breakers, each a bootstrap metric, none twice."""
+def check_metrics(by: str, then: Sequence[str], kind: str = "binary") -> tuple[str, ...]:
+    """The primary metric and tie-breakers, none twice; binary: each a bootstrap metric
+    (multi-class names are checked once the number of classes is known)."""
     known = BOOTSTRAP_METRICS + SELECTIVE_METRICS
     names = (by, *then)
     for name in names:
-        if name not in known:
+        if kind == "binary" and name not in known:
             raise UsageError(f"unknown metric {name!r}", hint=f"use one of: {', '.join(known)}")
     if len(set(names)) != len(names):
         raise UsageError(f"a metric is named twice in --by/--then: {', '.join(names)}",
@@ -328,10 +433,8 @@ def compare(specs: Sequence[CandidateSpec], *, data_path: str | os.PathLike[str]
     from relgate.tasks import task_kind
     from relgate.validation import _sha256_data
 
-    if task_kind(params) != "binary":
-        raise ParamsError("compare ranks binary candidates only; the task is multi-class",
-                          hint="compare binary models (task.kind: binary)")
-    names = check_metrics(by, then)
+    kind = task_kind(params)
+    names = check_metrics(by, then, kind)
     if len(specs) < 2:
         raise UsageError("compare needs at least two candidates", hint="name two or more")
     seen: set[str] = set()
@@ -344,13 +447,28 @@ def compare(specs: Sequence[CandidateSpec], *, data_path: str | os.PathLike[str]
     data_sha = _sha256_data(data, sha256_file)
     base = Path.cwd() if root is None else Path(root)
     scored = [[score_snapshot(s, data_path=data, data_sha=data_sha, params=params, root=base,
-                              name=spec.name) for s in spec.snapshots] for spec in specs]
+                              name=spec.name, kind=kind) for s in spec.snapshots]
+              for spec in specs]
     flat = [s for group in scored for s in group]
     y = flat[0].y
     boot = params.validate.bootstrap
-    points, boots = paired_metrics(y, [s.prob for s in flat], [s.threshold for s in flat],
-                                   names, resamples=boot.resamples, seed=boot.seed,
-                                   bins=params.validate.ece_bins, bands=[s.band for s in flat])
+    if kind == "multiclass":
+        k = {int(s.prob.shape[1]) for s in flat}
+        if len(k) != 1:
+            raise DataError(f"candidates output different numbers of classes ({sorted(k)})",
+                            hint="compare models of the same task")
+        top_k = tuple(() if params.task is None else params.task.top_k)
+        check_multiclass_metrics(names, n_classes=k.pop(), top_k=top_k,
+                                 selective=all(s.selective is not None for s in flat))
+        points, boots = paired_multiclass(y, [s.prob for s in flat],
+                                          [s.selective for s in flat], names,
+                                          resamples=boot.resamples, seed=boot.seed,
+                                          bins=params.validate.ece_bins, top_k=top_k)
+    else:
+        points, boots = paired_metrics(y, [s.prob for s in flat], [s.threshold for s in flat],
+                                       names, resamples=boot.resamples, seed=boot.seed,
+                                       bins=params.validate.ece_bins,
+                                       bands=[s.band for s in flat])
     cands: list[dict[str, Any]] = []
     at = 0
     for spec, group in zip(specs, scored, strict=True):
@@ -364,7 +482,7 @@ def compare(specs: Sequence[CandidateSpec], *, data_path: str | os.PathLike[str]
                       "boot": mean_bt})
     ranked = _rank(cands, names, boot.confidence)
     record = _record(ranked, names, data=data, data_label=data_label, data_sha=data_sha, y=y,
-                     params=params)
+                     params=params, kind=kind)
     schemas.validate(record, "compare", source="compare record")
     return record
 
@@ -396,8 +514,8 @@ def _rank(cands: list[dict[str, Any]], names: Sequence[str], confidence: float
 
 
 def _record(ranked: list[dict[str, Any]], names: Sequence[str], *, data: Path,
-            data_label: str | None, data_sha: str, y: npt.NDArray[np.int8],
-            params: Params) -> dict[str, Any]:
+            data_label: str | None, data_sha: str, y: npt.NDArray[Any],
+            params: Params, kind: str) -> dict[str, Any]:
     boot = params.validate.bootstrap
     primary = names[0]
     leader = ranked[0]["head"]  # the best on the primary metric; the tie test is against it
@@ -431,11 +549,16 @@ def _record(ranked: list[dict[str, Any]], names: Sequence[str], *, data: Path,
                      else first.calibration["path"]},
             "snapshots": snaps,
         })
-    n_pos = int(np.sum(y == 1))
+    data_rec: dict[str, Any] = {"path": data_label or str(data), "sha256": data_sha,
+                                "n": int(y.size)}
+    if kind == "binary":
+        n_pos = int(np.sum(y == 1))
+        data_rec.update(n_pos=n_pos, n_neg=int(y.size) - n_pos)
+    else:
+        data_rec["support"] = [int(v) for v in np.bincount(y)]
     return {
-        "schema_version": SCHEMA_VERSION, "kind": "compare",
-        "data": {"path": data_label or str(data), "sha256": data_sha, "n": int(y.size),
-                 "n_pos": n_pos, "n_neg": int(y.size) - n_pos},
+        "schema_version": SCHEMA_VERSION, "kind": "compare", "task": kind,
+        "data": data_rec,
         "by": primary, "then": list(names[1:]),
         "lower_is_better": [n for n in names if n in LOWER_IS_BETTER],
         "bootstrap": {"resamples": boot.resamples, "confidence": boot.confidence,

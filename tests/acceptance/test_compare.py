@@ -282,3 +282,74 @@ def test_bad_input_is_one_line_and_exit_2(cli: Any, runs: Path, monkeypatch: pyt
     assert result.code == 2, (result.code, result.err)
     assert needle in result.err and result.out == ""
     assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+
+
+MC_PARAMS = PARAMS.replace("  kind: binary\n  output: logit\n  output_type: logit\n",
+                           "  kind: multiclass\n  output: logits\n  output_type: logits\n"
+                           "  top_k: [2]\n").replace("    path: models/a.onnx", "    path: m.onnx")
+
+
+def _torch_classes(x: np.ndarray, y: np.ndarray, *, seed: int, epochs: int) -> bytes:
+    """A tiny 3-class MLP (logits [N, 3]) trained with a fixed seed, exported to ONNX."""
+    import torch
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(net.parameters(), lr=0.03)
+    for _ in range(epochs):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(xt), yt).backward()
+        opt.step()
+    net.eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 8),), buf, dynamo=False, input_names=["x"],
+                          output_names=["logits"],
+                          dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}})
+    return buf.getvalue()
+
+
+def test_multiclass_runs_ranked_by_macro_f1(cli: Any, tmp_path: Path) -> None:
+    import onnxruntime as ort
+    from sklearn import metrics as skm
+
+    from relgate.tasks.multiclass import softmax
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(3, 8)) * 1.2
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 3, n)
+        return (centers[y] + rng.normal(size=(n, 8))).astype(np.float32), y.astype(np.int64)
+
+    x_tr, y_tr = split(1200)
+    x_te, y_te = split(900)
+    write_npz(tmp_path / "test.npz", x=x_te, y=y_te)
+    (tmp_path / "params.yaml").write_text(MC_PARAMS)
+    for name, seed, epochs in (("long", 0, 80), ("short", 1, 3), ("mid", 2, 80)):
+        (tmp_path / f"{name}.onnx").write_bytes(_torch_classes(x_tr, y_tr, seed=seed,
+                                                               epochs=epochs))
+    result = cli("compare", *(f"{n}={tmp_path / n}.onnx" for n in ("long", "short", "mid")),
+                 f"same={tmp_path / 'long.onnx'}", "--data", tmp_path / "test.npz", "--params",
+                 tmp_path / "params.yaml", "--by", "macro_f1", "--then", "accuracy,top2_accuracy",
+                 "--json")
+    assert result.code == 0, result.err
+    record = json.loads(result.out)
+    assert record["task"] == "multiclass" and record["by"] == "macro_f1"
+    for row in record["candidates"]:
+        snap = row["snapshots"][0]
+        sess = ort.InferenceSession(snap["model"]["path"], providers=["CPUExecutionProvider"])
+        prob = softmax(np.asarray(sess.run(["logits"], {"x": x_te})[0], dtype=np.float64))
+        pred = prob.argmax(axis=1)
+        assert abs(snap["metrics"]["macro_f1"] - skm.f1_score(y_te, pred, average="macro")) \
+            <= 1e-12
+        assert abs(snap["metrics"]["accuracy"] - skm.accuracy_score(y_te, pred)) <= 1e-12
+        top2 = skm.top_k_accuracy_score(y_te, prob, k=2, labels=[0, 1, 2])
+        assert abs(snap["metrics"]["top2_accuracy"] - top2) <= 1e-12
+        assert snap["threshold_source"] == "argmax"
+    rows = {r["name"]: r for r in record["candidates"]}
+    assert rows["long"]["group"] == rows["same"]["group"]
+    assert rows["short"]["group"] > 1 and rows["short"]["rank"] == 4
+    assert record["data"]["support"] == np.bincount(y_te).tolist()

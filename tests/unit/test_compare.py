@@ -15,7 +15,7 @@ from relgate.compare import (
     paired_metrics,
     parse_candidate,
 )
-from relgate.errors import ParamsError, UsageError
+from relgate.errors import UsageError
 from relgate.metrics import paired_bootstrap_delta
 from relgate.params import load_params
 from tests.support.onnx_factory import probability_model, write_npz
@@ -162,6 +162,14 @@ def test_refusals_before_scoring(tmp_path: Path) -> None:
                 by="f1", then=("f1",))
     multi = _world(tmp_path / "mc", {"a": (W, 0.0), "b": (W, 0.1)}, kind="multiclass",
                    output_type="probabilities")
-    with pytest.raises(ParamsError, match="binary candidates only"):
+    with pytest.raises(UsageError, match="unknown metric 'f1' for this multi-class task"):
         compare(_specs(multi, "a", "b"), data_path=multi / "test.npz",
                 params=load_params(multi / "params.yaml"))
+    with pytest.raises(UsageError, match="selective threshold"):
+        compare(_specs(multi, "a", "b"), data_path=multi / "test.npz", by="coverage",
+                params=load_params(multi / "params.yaml"))
+    record = compare(_specs(multi, "a", "b"), data_path=multi / "test.npz", by="log_loss",
+                     then=("macro_f1",), params=load_params(multi / "params.yaml"))
+    assert record["task"] == "multiclass" and record["lower_is_better"] == ["log_loss"]
+    losses = [r["metrics"]["log_loss"]["value"] for r in record["candidates"]]
+    assert losses == sorted(losses)

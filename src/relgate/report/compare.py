@@ -53,10 +53,12 @@ def rows(record: Mapping[str, Any]) -> list[list[str]]:
 def _footer(record: Mapping[str, Any]) -> list[str]:
     boot = record["bootstrap"]
     lower = record["lower_is_better"]
+    data = record["data"]
+    counts = f"{data['n_pos']} positive" if "n_pos" in data else \
+        f"{len(data.get('support', []))} classes"
     return [
         f"winner: {record['winner']} (leader on {record['by']}: {record['leader']}); "
-        f"data {record['data']['path']} sha256 {record['data']['sha256'][:12]}… "
-        f"n={record['data']['n']} ({record['data']['n_pos']} positive)",
+        f"data {data['path']} sha256 {data['sha256'][:12]}… n={data['n']} ({counts})",
         f"{boot['resamples']} paired stratified resamples, seed {boot['seed']}, "
         f"{boot['confidence']:.0%} intervals; a group holds the candidates whose paired "
         f"interval of the delta against its head spans 0; tie-breakers order within a group"
