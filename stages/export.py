@@ -26,9 +26,11 @@
   ``analysis/export_metrics.json`` (flat numbers for ``dvc metrics``).
 
 The parity check scores the first ``export.parity_samples`` test waveforms
-with torch and with onnxruntime; the stage exits 1 when the largest absolute
-difference exceeds ``export.max_abs_diff`` or the Spearman rank correlation
-falls below ``export.min_spearman`` (the report is written first).
+with torch and with onnxruntime and compares them with relgate.parity's
+functions (the one implementation ``relgate parity`` uses); the stage exits 1
+when the largest absolute difference exceeds ``export.max_abs_diff`` or the
+Spearman rank correlation falls below ``export.min_spearman``, or when either
+is undefined (NaN scores: fail closed); the report is written first.
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ from relgate.hashing import sha256_file
 from relgate.jsonio import atomic_write_bytes, fsync_dir, write_json
 from relgate.metrics import roc_auc
 from relgate.params import load_params
+from relgate.parity import Comparison, compare_outputs, gate_reasons
 from stages.common import (
     PARAMS_FILE,
     load_npz,
     require,
     run_stage,
     section_value,
-    spearman,
 )
 from stages.tokens import N_FRAMES, VOCAB_SIZE
 
@@ -194,30 +196,10 @@ def ort_scores(session: Any, name: str, data: npt.NDArray[Any], batch: int = 512
     return np.concatenate(out).astype(np.float32)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Parity:
-    samples: int
-    max_abs_diff: float
-    spearman: float
-
-    def failures(self, spec: ExportSpec) -> list[str]:
-        """Reasons the parity check fails (empty when it passes; NaN fails)."""
-        out = []
-        if not self.max_abs_diff <= spec.max_abs_diff:
-            out.append(f"max |torch - onnxruntime| {self.max_abs_diff:.3g} > {spec.max_abs_diff:g}")
-        if not self.spearman >= spec.min_spearman:
-            out.append(f"Spearman rank correlation {self.spearman:.6f} < {spec.min_spearman:g}")
-        return out
-
-
-def parity(reference: npt.NDArray[Any], candidate: npt.NDArray[Any]) -> Parity:
-    """Largest absolute difference and Spearman rank correlation of two score vectors."""
-    ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    if ref.shape != cand.shape:
-        raise ModelError(f"exported model returns shape {cand.shape}, torch {ref.shape}",
-                         hint="the output 'score' must be [batch]")
-    return Parity(samples=int(ref.size), max_abs_diff=float(np.max(np.abs(ref - cand))),
-                  spearman=spearman(ref, cand))
+def parity_reasons(check: Comparison, spec: ExportSpec) -> list[str]:
+    """Reasons the torch/ONNX parity check fails under ``export:``'s bounds (empty: it
+    passes); relgate.parity's gates, so an undefined or non-finite value fails closed."""
+    return gate_reasons(check, max_abs_diff=spec.max_abs_diff, min_spearman=spec.min_spearman)
 
 
 # ------------------------------------------------------------- token readout
@@ -317,8 +299,9 @@ def main() -> int:
     length = int(ckpt["arch"]["length"])
     export_cnn(model, model_path, length=length, opset=spec.opset)
     held_out = np.ascontiguousarray(test["x"][: spec.parity_samples])
-    check = parity(predict(model, held_out),
-                   ort_scores(ort_session(model_path, threads), "x", held_out))
+    check = compare_outputs(predict(model, held_out),
+                            ort_scores(ort_session(model_path, threads), "x", held_out),
+                            what=str(model_path))
 
     weights, bias = fit_logistic(token_histograms(train["input_tokens"]), train["y"],
                                  l2=spec.readout_l2, iterations=spec.readout_iterations)
@@ -330,9 +313,9 @@ def main() -> int:
     val_reference = token_histograms(val["input_tokens"]) @ weights + bias
     val_scores = ort_scores(ort_session(readout_path, threads), "input_tokens",
                             val["input_tokens"])
-    readout_check = parity(val_reference, val_scores)
+    readout_check = compare_outputs(val_reference, val_scores, what=str(readout_path))
 
-    failures = check.failures(spec)
+    failures = parity_reasons(check, spec)
     data_file = model_path.with_name(model_path.name + ".data")
     report: dict[str, Any] = {
         "schema_version": 1,
@@ -346,7 +329,7 @@ def main() -> int:
                   "input": {"name": "x", "dtype": "float32", "shape": ["batch", length]},
                   "output": {"name": "score", "dtype": "float32", "shape": ["batch"]},
                   "threshold": float(ckpt["threshold"])},
-        "parity": {"split": "data/test.npz", "samples": check.samples,
+        "parity": {"split": "data/test.npz", "samples": check.n,
                    "max_abs_diff": check.max_abs_diff, "spearman": check.spearman,
                    "tolerance": {"max_abs_diff": spec.max_abs_diff,
                                  "min_spearman": spec.min_spearman},
@@ -365,9 +348,9 @@ def main() -> int:
         raise Refusal(f"export parity check failed: {'; '.join(failures)}",
                       hint=f"see {spec.report}; loosen export.max_abs_diff/min_spearman only "
                            "with a reason, or fix the export")
-    if readout_check.max_abs_diff > 1e-4:
+    if gate_reasons(readout_check, max_abs_diff=1e-4):
         raise ModelError(f"{readout_path}: onnxruntime differs from the numpy readout by "
-                         f"{readout_check.max_abs_diff:.3g}", hint="this is a bug in build_readout")
+                         f"{readout_check.max_abs_diff}", hint="this is a bug in build_readout")
     print(f"export: {model_path} (+ {data_file.name}), parity max |diff| "
           f"{check.max_abs_diff:.2e}, Spearman {check.spearman:.6f}; {readout_path} "
           f"val AUC {report['readout']['val_auc']:.4f}; {time.perf_counter() - started:.1f} s")

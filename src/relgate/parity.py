@@ -165,13 +165,13 @@ def gate_reasons(c: Comparison, *, max_abs_diff: float | None = None,
     if c.nonfinite:
         out.append(f"parity: the outputs hold {c.nonfinite} non-finite value(s) (NaN or inf); "
                    "parity is undefined and fails closed")
-    rules: list[tuple[str, str, float | None, float | None]] = [
-        ("max_abs_diff", "<=", max_abs_diff, c.max_abs_diff),
-        ("correlation", ">=", min_correlation, c.correlation),
-        ("agreement", ">=", min_agreement, c.agreement),
-        ("spearman", ">=", min_spearman, c.spearman),
+    rules: list[tuple[str, str, str, float | None, float | None]] = [
+        ("max_abs_diff", "max_abs_diff", "<=", max_abs_diff, c.max_abs_diff),
+        ("correlation", "min_correlation", ">=", min_correlation, c.correlation),
+        ("agreement", "min_agreement", ">=", min_agreement, c.agreement),
+        ("spearman", "min_spearman", ">=", min_spearman, c.spearman),
     ]
-    for name, op, bound, value in rules:
+    for name, key, op, bound, value in rules:
         if bound is None:
             continue
         if value is None or not math.isfinite(value):
@@ -185,8 +185,7 @@ def gate_reasons(c: Comparison, *, max_abs_diff: float | None = None,
         ok = value <= bound if op == "<=" else value >= bound
         if not ok:
             neg = ">" if op == "<=" else "<"
-            out.append(f"parity {name} {_fmt(value)} {neg} {_fmt(bound)} "
-                       f"(bound {'max' if op == '<=' else 'min'}_{name})")
+            out.append(f"parity {name} {_fmt(value)} {neg} {_fmt(bound)} (bound {key})")
     return out
 
 

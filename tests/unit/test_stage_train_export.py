@@ -20,13 +20,13 @@ from sklearn.linear_model import LogisticRegression
 from relgate.errors import ParamsError
 from relgate.jsonio import read_json
 from relgate.params import load_params
+from relgate.parity import Comparison, compare_outputs
 from stages.data import DataSpec
 from stages.export import (
     ExportSpec,
-    Parity,
     build_readout,
     fit_logistic,
-    parity,
+    parity_reasons,
     token_histograms,
 )
 from stages.tokens import N_FRAMES, VOCAB_SIZE
@@ -239,10 +239,15 @@ def test_built_readout_is_a_valid_model_for_every_pinned_opset(tmp_path: Path) -
 
 def test_parity_failures_fail_closed() -> None:
     spec = ExportSpec()
-    assert parity(np.arange(5.0), np.arange(5.0)).failures(spec) == []
-    assert parity(np.arange(5.0), np.arange(5.0) + 1e-3).failures(spec)[0].startswith("max")
-    assert Parity(samples=3, max_abs_diff=float("nan"), spearman=1.0).failures(spec)
-    assert Parity(samples=3, max_abs_diff=0.0, spearman=float("nan")).failures(spec)
+    assert parity_reasons(compare_outputs(np.arange(5.0), np.arange(5.0)), spec) == []
+    (reason,) = parity_reasons(compare_outputs(np.arange(5.0), np.arange(5.0) + 1e-3), spec)
+    assert reason.startswith("parity max_abs_diff 0.001 > 0.0001")
+    nan = np.arange(5.0)
+    nan[1] = np.nan
+    assert parity_reasons(compare_outputs(np.arange(5.0), nan), spec)
+    undefined = Comparison(n=3, shape=(3,), nonfinite=0, max_abs_diff=0.0, correlation=None,
+                           spearman=None)
+    assert "fails closed" in parity_reasons(undefined, spec)[0]
 
 
 @pytest.mark.parametrize(
