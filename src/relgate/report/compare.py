@@ -27,7 +27,8 @@ def _stability(row: Mapping[str, Any]) -> str:
 
 
 def _threshold(row: Mapping[str, Any]) -> str:
-    values = sorted({f"{s['threshold']:.4g}" for s in row["snapshots"]})
+    values = sorted({"argmax" if s["threshold_source"] == "argmax" else f"{s['threshold']:.4g}"
+                     for s in row["snapshots"]})
     return ",".join(values)
 
 
