@@ -35,6 +35,7 @@ promote calls :func:`check_parity` (a fresh comparison) and :func:`record_differ
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -192,10 +193,10 @@ def gate_reasons(c: Comparison, *, max_abs_diff: float | None = None,
 # ------------------------------------------------------------------ the reference file
 
 
-def _members(path: Path) -> tuple[str, list[str]]:
+def _members(raw: bytes, path: Path) -> tuple[str, list[str]]:
     """The zip's common folder and its member names relative to it (ModelError otherwise)."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
             names = zf.namelist()
     except zipfile.BadZipFile:
         raise ModelError(f"{path}: not a TorchScript or torch.export archive (not a zip: "
@@ -214,40 +215,50 @@ _EXPORT_HINT = ("export TorchScript (torch.jit.script(model).save(path)) or a to
                 "relgate never unpickles a checkpoint")
 
 
-def reference_format(path: str | os.PathLike[str]) -> str:
-    """'torchscript' or 'torch.export', judged from the archive's members alone; anything
-    else is refused (ModelError, exit 2) before torch opens it."""
+def read_reference(path: str | os.PathLike[str]) -> bytes:
+    """The reference's bytes, read once: what is checked, hashed and loaded is the same."""
     p = Path(path)
     st = os.stat(p)  # FileNotFoundError: the CLI's one line
     if not p.is_file():
         raise ModelError(f"{p}: not a regular file", hint="point --reference at a file")
     if st.st_size > MAX_REFERENCE_BYTES:
         raise ModelError(f"{p}: {st.st_size} bytes, over relgate's limit of "
-                         f"{MAX_REFERENCE_BYTES}", hint="parity takes models up to 4 GiB")
-    top, names = _members(p)
+                         f"{MAX_REFERENCE_BYTES}", hint="parity takes reference models up to "
+                         f"{MAX_REFERENCE_BYTES // 1024**3} GiB")
+    return p.read_bytes()
+
+
+def reference_format(path: str | os.PathLike[str], *, label: str | None = None,
+                     data: bytes | None = None) -> str:
+    """'torchscript' or 'torch.export', judged from the archive's members alone; anything
+    else is refused (ModelError, exit 2) before torch opens it. *label* names the file in
+    messages (default: the path); *data* is its bytes when already read."""
+    p = Path(label) if label is not None else Path(path)
+    raw = read_reference(path) if data is None else data
+    top, names = _members(raw, p)
     has = set(names)
     if "archive_format" in has:
-        with zipfile.ZipFile(p) as zf:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
             fmt = zf.read(f"{top}/archive_format")
         if fmt.strip() != b"pt2":
             raise ModelError(f"{p}: a torch package of format {fmt[:20]!r}, not a torch.export "
                              "program", hint=_EXPORT_HINT)
-        _check_pt2(p, top, names)
+        _check_pt2(raw, top, names, p)
         return "torch.export"
     if "constants.pkl" in has and "data.pkl" in has and any(n.startswith("code/") for n in has):
         return "torchscript"
     if "data.pkl" in has:
-        raise ModelError(f"{p}: {_diagnose_pickle(p)}; refused: relgate never unpickles a "
+        raise ModelError(f"{p}: {_diagnose_pickle(raw)}; refused: relgate never unpickles a "
                          "checkpoint", hint=_EXPORT_HINT)
     raise ModelError(f"{p}: not a TorchScript or torch.export archive", hint=_EXPORT_HINT)
 
 
-def _diagnose_pickle(p: Path) -> str:
+def _diagnose_pickle(raw: bytes) -> str:
     """What a torch.save file holds, told with weights_only loading (which runs no code)."""
     import torch
 
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception:  # the weights-only unpickler refuses what would need code to load
         return ("a torch.save pickle that needs code execution to load (a whole nn.Module, "
                 "or a hostile file)")
@@ -270,10 +281,10 @@ _PT2_FIXED = {"archive_format", "archive_version", "byteorder", ".data/version",
               ".data/serialization_id", "version", ".format_version", ".storage_alignment"}
 
 
-def _check_pt2(p: Path, top: str, names: Sequence[str]) -> None:
+def _check_pt2(raw: bytes, top: str, names: Sequence[str], p: Path) -> None:
     """Refuse a .pt2 member torch.export.load would unpickle without weights_only, run as
-    native code, or not know: an allow-list of the format's members."""
-    with zipfile.ZipFile(p) as zf:
+    native code, or not know: an allow-list of the format's members (*p* names the file)."""
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
         def read(name: str) -> bytes:
             return zf.read(f"{top}/{name}")
 
@@ -328,29 +339,33 @@ class Reference:
     path: Path
     format: str
     module: Callable[..., Any]
+    sha256: str
+    size: int
 
 
-def load_reference(path: str | os.PathLike[str]) -> Reference:
+def load_reference(path: str | os.PathLike[str], *, label: str | None = None) -> Reference:
     """Check the file (:func:`reference_format`), then load it with torch, on the CPU."""
     import torch
 
     p = Path(path)
-    fmt = reference_format(p)
+    raw = read_reference(p)
+    fmt = reference_format(p, label=label, data=raw)
     try:
         with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; it still loads
             warnings.simplefilter("ignore", DeprecationWarning)
             if fmt == "torchscript":
                 module: Callable[..., Any] = torch.jit.load(  # type: ignore[no-untyped-call]
-                    str(p), map_location="cpu")
+                    io.BytesIO(raw), map_location="cpu")
             else:
-                module = torch.export.load(str(p)).module()
+                module = torch.export.load(io.BytesIO(raw)).module()
     except Exception as exc:  # torch raises several types for a file it cannot read
         text = " ".join(str(exc).split())[:200]
-        raise ModelError(f"{p}: torch cannot load this {fmt} file: {type(exc).__name__}: {text}",
+        raise ModelError(f"{label or p}: torch cannot load this {fmt} file: {type(exc).__name__}: {text}",
                          hint=_EXPORT_HINT) from None
     if fmt == "torchscript":  # an exported program's module is already in the mode it was exported in
         module.eval()  # type: ignore[attr-defined]
-    return Reference(path=p, format=fmt, module=module)
+    return Reference(path=p, format=fmt, module=module,
+                     sha256=hashlib.sha256(raw).hexdigest(), size=len(raw))
 
 
 @contextlib.contextmanager
@@ -543,8 +558,7 @@ def run_parity(params: Params, inputs: Inputs) -> ParityOutcome:
     labels = dict(inputs.labels or {})
     label = {k: labels.get(k, str(getattr(inputs, k))) for k in ("reference", "model", "data")}
     kind = task_kind(params)
-    ref_entry = _ref_entry(inputs.reference, label["reference"])  # hashed before it is loaded
-    reference = load_reference(inputs.reference)
+    reference = load_reference(inputs.reference, label=label["reference"])
     contract = load_contract(inputs.model, task=params.task)
     if kind != "multiclass":
         require_output_type(contract, inputs.model)
@@ -584,7 +598,8 @@ def run_parity(params: Params, inputs: Inputs) -> ParityOutcome:
     record: dict[str, Any] = {
         "schema_version": 1,
         "kind": RECORD_KIND,
-        "reference": {**ref_entry, "format": reference.format},
+        "reference": {"path": label["reference"], "size": reference.size,
+                      "sha256": reference.sha256, "format": reference.format},
         "model": {"path": label["model"], "sha256": digest.sha256,
                   "files": [f.to_dict() for f in digest.files]},
         "data": {**_ref_entry(inputs.data, label["data"]), "rows": ev.n},
