@@ -570,7 +570,13 @@ def run_parity(params: Params, inputs: Inputs) -> ParityOutcome:
                                labels.get("calibration", str(inputs.calibration)))
     rule = decision_rule(kind, calibration)
     threads, batch = params.evaluate.threads, params.evaluate.batch_size
-    scorer = get_scorer(inputs.model, threads=threads, batch_size=batch, contract=contract)
+    if kind == "multiclass":  # labels are class labels, not 0/1 (parity does not use them)
+        from relgate.tasks.multiclass_validation import MatrixScorer
+
+        scorer: Any = MatrixScorer(inputs.model, threads=threads, batch_size=batch,
+                                   contract=contract)
+    else:
+        scorer = get_scorer(inputs.model, threads=threads, batch_size=batch, contract=contract)
     ev = scorer.data(inputs.data)
     n = min(inputs.samples, ev.n)
     rows = ev.take(scorer.input_names, np.arange(n))

@@ -321,3 +321,79 @@ def test_check_parity_reproduces_the_record_and_catches_an_edit(tmp_path: Path,
     stale = check_parity(load_params(root / "params.yaml"), root)
     assert any(d.startswith("parity reference.sha256") for d in
                record_differences(reported, stale.record))
+
+
+def test_the_calibrations_decision_is_compared_when_a_calibration_exists(
+        tmp_path: Path, built: dict[str, Any]) -> None:
+    from relgate.calibration import apply_calibration, decide
+    from relgate.cli import main
+
+    root = _root(tmp_path, built, parity=PARITY)
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        assert main(["calibrate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                     "--out", "analysis/calibration.json"]) == 0
+    finally:
+        os.chdir(here)
+    calibration = read_json(root / "analysis" / "calibration.json")
+    code, out, err = _run(root)
+    assert code == 0, err + out
+    record = read_json(root / "analysis" / "parity.json")
+    assert record["decision"]["rule"] == "calibration"
+    assert record["decision"]["threshold"] == calibration["threshold"]["value"]
+    assert record["decision"]["calibration"]["sha256"] == _sha(root / "analysis" / "calibration.json")
+    ref, onx = _both(built, built["x"][:200])
+    same = decide(apply_calibration(ref, calibration), calibration) == \
+        decide(apply_calibration(onx, calibration), calibration)
+    assert record["metrics"]["agreement"] == float(np.mean(same))
+
+
+MULTICLASS = """\
+schema_version: 1
+seed: 0
+task: {kind: multiclass, output: logits, output_type: logits}
+evaluate: {threads: 1, batch_size: 64}
+gates:
+  mode: all
+  rules:
+  - {metric: accuracy, op: '>=', value: 0.1}
+release:
+  name: v1.0.0
+  promoted: {path: models/model.onnx}
+parity: {reference: models/deploy.pt, samples: 100, min_agreement: 1.0}
+"""
+
+
+def test_multi_class_parity_compares_the_argmax(tmp_path: Path) -> None:
+    import torch
+
+    torch.manual_seed(3)
+    net = torch.nn.Linear(D, 3).eval()
+    root = tmp_path / "mc"
+    (root / "models").mkdir(parents=True)
+    (root / "data").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(net).save(str(root / "models" / "deploy.pt"))
+        program = torch.onnx.export(net, (torch.zeros(2, D),), dynamo=True, input_names=["x"],
+                                    output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    verbose=False)
+    assert program is not None
+    (root / "models" / "model.onnx").write_bytes(program.model_proto.SerializeToString())
+    x = np.random.default_rng(2).normal(size=(120, D)).astype(np.float32)
+    np.savez(root / "data" / "test.npz", x=x, y=np.arange(120) % 3)
+    (root / "params.yaml").write_text(MULTICLASS)
+    code, out, err = _run(root)
+    assert code == 0, err + out
+    record = read_json(root / "analysis" / "parity.json")
+    assert record["task"] == "multiclass" and record["decision"]["rule"] == "argmax"
+    assert record["output"] == {"name": "logits", "type": "logits", "shape": [100, 3]}
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x[:100])).numpy().astype(np.float64)
+    sess = ort.InferenceSession(str(root / "models" / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+    onx = np.asarray(sess.run(["logits"], {"x": x[:100]})[0], dtype=np.float64)
+    assert record["metrics"]["max_abs_diff"] == float(np.max(np.abs(ref - onx)))
+    assert record["metrics"]["agreement"] == float(np.mean(ref.argmax(1) == onx.argmax(1)))
