@@ -135,3 +135,68 @@ def test_class_rows_and_lowest_recall_follow_the_metrics() -> None:
                                                              (2, "2", 5)]
     assert [r.index for r in lowest_recall(rows)] == [1, 2]
     assert rows[1].value("precision") == 1.0 and rows[0].value("f1") is None
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+def test_sidecars_and_the_recommended_calibration_are_on_the_card() -> None:
+    record = _load("sidecars-calibration-tag.json")
+    schemas.validate(record, "release", source="record with sidecars")
+    card = model_card(record)
+    assert f"(git tag `core/{record['name']}`)" in card
+    assert f"| `models/deploy.pt` | file | `{'1f' * 8}…` | 4096 | TorchScript deploy model" in card
+    assert "| `config.json` | file |" in card and "never loaded or evaluated" in card
+    assert "## Calibration (recommended)" in card
+    assert "| method | temperature (temperature 0.9515) |" in card
+    assert "| input | scale 1, offset 0" in card
+    assert "| threshold | 0.312 |" in card
+    assert "| inconclusive band | 0.262 <= probability < 0.362 |" in card
+    assert f"| sha256 | `{'3d' * 8}…` (calibration.json) |" in card
+
+
+def test_a_platt_and_a_selective_calibration_render_their_parameters() -> None:
+    record = _load("sidecars-calibration-tag.json")
+    record["calibration"] = {"sha256": "3d" * 32, "method": "platt", "a": 1.25, "b": -0.5}
+    schemas.validate(record, "release", source="platt")
+    assert "| method | platt (a 1.25, b -0.5) |" in model_card(record)
+    record["calibration"] = {"sha256": "3d" * 32, "method": "temperature", "temperature": 1.5,
+                             "selective_threshold": 0.62}
+    schemas.validate(record, "release", source="selective")
+    card = model_card(record)
+    assert "| selective threshold | 0.62 |" in card and "| input | scale" not in card
+
+
+def test_a_record_without_a_calibration_summary_has_no_calibration_section() -> None:
+    assert "## Calibration" not in model_card(_load("in-bundle.json"))
+
+
+@pytest.mark.parametrize("bad", [
+    {"method": "temperature"},  # no sha256
+    {"sha256": "3d" * 32, "method": "isotonic"},
+    {"sha256": "3d" * 32, "method": "none", "extra": 1},
+    {"sha256": "3d" * 32, "method": "none", "selective_threshold": 1.5},
+])
+def test_the_schema_refuses_a_malformed_calibration_summary(bad: dict[str, Any]) -> None:
+    record = _load("sidecars-calibration-tag.json")
+    record["calibration"] = bad
+    with pytest.raises(schemas.SchemaError):
+        schemas.validate(record, "release", source="bad calibration")
+
+
+def test_the_calibration_summary_comes_from_the_calibration_record() -> None:
+    from relgate.release import calibration_summary
+
+    binary = {"probability": {"method": "platt", "a": 2.0, "b": 0.25, "temperature": None},
+              "input": {"scale": 0.5, "offset": 1.0}, "threshold": {"value": 0.4},
+              "inconclusive": {"low": 0.3, "high": 0.5}}
+    assert calibration_summary(binary, sha256="ab" * 32) == {
+        "sha256": "ab" * 32, "method": "platt", "a": 2.0, "b": 0.25,
+        "input": {"scale": 0.5, "offset": 1.0}, "threshold": 0.4,
+        "inconclusive": {"low": 0.3, "high": 0.5}}
+    multiclass = {"task": {"kind": "multiclass"},
+                  "probability": {"method": "temperature", "a": 0.5, "b": 0.0, "temperature": 2.0},
+                  "selective": {"threshold": 0.7}}
+    assert calibration_summary(multiclass, sha256="cd" * 32) == {
+        "sha256": "cd" * 32, "method": "temperature", "temperature": 2.0,
+        "selective_threshold": 0.7}
