@@ -747,9 +747,18 @@ def reported_threshold(report: Mapping[str, Any]) -> float | None:
     """The threshold promote re-evaluates at: the report's when it came from the command line
     (``validate --threshold``), else None (the calibration's, or the default, as validation
     chose). A report without ``threshold_source`` (older relgate) is re-evaluated as before."""
-    if report.get("threshold_source") == "command line":
-        return float(report["threshold"])
-    return None
+    if report.get("threshold_source") != "command line":
+        return None
+    thr = float(report["threshold"])
+    if not 0.0 <= thr <= 1.0:  # NaN included: validate --threshold never writes one
+        raise InputError(f"{_report_label(report)}: threshold {thr!r} is not a probability",
+                         hint="re-run validation (relgate validate --threshold P, 0 <= P <= 1)")
+    return thr
+
+
+def _report_label(report: Mapping[str, Any]) -> str:
+    """How errors name the validation report (its model, as the report records it)."""
+    return f"validation report of {report['model']['path']}"
 
 
 def calibration_summary(calibration: Mapping[str, Any], *, sha256: str) -> dict[str, Any]:

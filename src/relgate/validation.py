@@ -157,6 +157,9 @@ def _released_threshold(record: Mapping[str, Any]) -> float | None:
     if (record.get("task") or {}).get("kind") == "multiclass" or isinstance(thr, bool) \
             or not isinstance(thr, int | float):
         return None
+    if not 0.0 <= float(thr) <= 1.0:
+        raise DataError(f"baseline {record['name']}: release.json threshold {thr!r} is not a "
+                        "probability", hint="point gates.baseline at a release relgate published")
     return float(thr)
 
 

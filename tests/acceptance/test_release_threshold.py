@@ -124,6 +124,19 @@ def test_an_edited_threshold_is_not_reproduced(registry: Path, cli: Any) -> None
     assert not (registry / BUNDLE).exists()
 
 
+@pytest.mark.parametrize("bad", [1.5, -0.1])
+def test_a_threshold_that_is_no_probability_is_bad_input(registry: Path, cli: Any,
+                                                         bad: float) -> None:
+    validate(cli, "--threshold", THRESHOLD)
+    path = registry / "analysis/validation_report.json"
+    report = read_json(path)
+    report["threshold"] = bad
+    write_json(path, report)
+    result = cli("promote")
+    assert result.code == 2 and "is not a probability" in result.err, result.err
+    assert not (registry / BUNDLE).exists()
+
+
 def test_a_report_from_before_the_threshold_source_still_promotes(registry: Path,
                                                                   cli: Any) -> None:
     validate(cli)
