@@ -248,8 +248,8 @@ def reference_format(path: str | os.PathLike[str], *, label: str | None = None,
     if "constants.pkl" in has and "data.pkl" in has and any(n.startswith("code/") for n in has):
         return "torchscript"
     if "data.pkl" in has:
-        raise ModelError(f"{p}: {_diagnose_pickle(raw)}; refused: relgate never unpickles a "
-                         "checkpoint", hint=_EXPORT_HINT)
+        raise ModelError(f"{p}: {_diagnose_pickle(raw)}; refused without unpickling it",
+                         hint=_EXPORT_HINT)
     raise ModelError(f"{p}: not a TorchScript or torch.export archive", hint=_EXPORT_HINT)
 
 
@@ -263,7 +263,8 @@ def _diagnose_pickle(raw: bytes) -> str:
         return ("a torch.save pickle that needs code execution to load (a whole nn.Module, "
                 "or a hostile file)")
     if isinstance(obj, Mapping):
-        return "a torch.save pickle of a state dict (weights without the code that runs them)"
+        return ("a torch.save pickle of a dict (a state dict or a checkpoint: weights without "
+                "the code that runs them)")
     return f"a torch.save pickle of a {type(obj).__name__}"
 
 
