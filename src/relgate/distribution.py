@@ -151,7 +151,8 @@ def resolve_rev(repo_dir: Path, rev: str | None, *, label: str) -> str:
     if rev is None:
         raise InputError(f"{label}: the repository has no commits")
     raise InputError(f"{label}: unknown revision {rev!r}",
-                     hint="use a release tag (core@<name>), a branch or a commit; "
+                     hint="use a release tag (release.tag, default core@<name>), a branch or a "
+                          "commit; "
                           "'relgate releases REPO' lists the tags")
 
 

@@ -18,8 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, metavar="DIR",
                         help="where the verified bundle goes; must not exist (never overwritten)")
     parser.add_argument("--rev", metavar="REV", default=None,
-                        help="git revision of the registry: a release tag such as core@v1.0.0, "
-                             "a branch or a commit (default: its default branch)")
+                        help="git revision of the registry: a release tag (release.tag, e.g. "
+                             "core@v1.0.0 or core/v1.0.0), a branch or a commit (default: its "
+                             "default branch)")
     parser.add_argument("--json", action="store_true",
                         help="print the outcome as JSON (verification, pin, files named)")
 
