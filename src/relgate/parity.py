@@ -41,6 +41,7 @@ import json
 import math
 import os
 import posixpath
+import re
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -295,6 +296,7 @@ def _check_pt2(raw: bytes, top: str, names: Sequence[str], p: Path) -> None:
                 raise ModelError(f"{p}: holds AOTInductor native code ({name}); refused",
                                  hint="save the program without AOTInductor artifacts")
             if name.startswith("models/") and name.endswith(".json"):
+                _check_program_json(read(name), f"{p}: {name}")
                 allowed.add(name)
             if name.startswith("extra/"):
                 allowed.add(name)  # returned as strings, never executed
@@ -331,6 +333,61 @@ def _check_pt2(raw: bytes, top: str, names: Sequence[str], p: Path) -> None:
     if unknown:
         raise ModelError(f"{p}: member {unknown[0]!r} is not part of a torch.export program "
                          f"({len(unknown)} unknown); refused", hint=_EXPORT_HINT)
+
+
+#: a shape guard torch turns into Python and runs on every call: L['x'].size()[1] == 12
+_GUARD = re.compile(r"L\['[A-Za-z_][A-Za-z0-9_]*'\](\[[0-9]+\])*\.(size|stride)\(\)\[[0-9]+\]"
+                    r" (==|!=|<=|>=|<|>) -?[0-9]+")
+#: names a symbolic expression (parsed by torch with sympy, which evaluates it) may use
+_SYM_NAME = re.compile(r"[a-z]{1,4}[0-9]+|Max|Min|Mod|FloorDiv|CeilToInt|FloorToInt|PythonMod|"
+                       r"CleanDiv|IntTrueDiv|TruncToInt|TruncToFloat|Abs|Eq|Ne|Lt|Le|Gt|Ge|"
+                       r"And|Or|Not|True|False|oo|Symbol|Integer|Rational|Float|Add|Mul|Pow|"
+                       r"positive|negative|nonnegative|nonpositive|integer|real|finite|zero")
+#: a symbol's name in srepr form, as torch writes it: Symbol('s77', positive=True, ...)
+_SYM_QUOTED = re.compile(r"'[a-z]{1,4}[0-9]+'")
+_SYM_TEXT = re.compile(r"[A-Za-z0-9_ +\-*/%()<>=!,.]*")
+
+
+def _check_expr(text: str, where: str) -> None:
+    plain = _SYM_QUOTED.sub("s0", text)
+    names = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", plain)
+    if not _SYM_TEXT.fullmatch(plain) or "__" in plain or \
+            not all(_SYM_NAME.fullmatch(n) for n in names):
+        raise ModelError(f"{where}: symbolic expression {text[:60]!r} is not a plain shape "
+                         "expression (torch would evaluate it as Python); refused",
+                         hint=_EXPORT_HINT)
+
+
+def _check_program_json(data: bytes, where: str) -> None:
+    """Refuse what torch.export.load would turn into Python and run: guards_code other than
+    plain shape comparisons (it runs on every call: measured, a payload there runs) and
+    symbolic expressions beyond shape arithmetic (parsed by sympy, which evaluates them)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise ModelError(f"{where}: not JSON", hint=_EXPORT_HINT) from None
+    if not isinstance(doc, dict):
+        raise ModelError(f"{where}: not a torch.export program", hint=_EXPORT_HINT)
+    guards = doc.get("guards_code", [])
+    if not isinstance(guards, list) or not all(
+            isinstance(g, str) and _GUARD.fullmatch(g) for g in guards):
+        raise ModelError(f"{where}: guards_code holds Python that is not a shape guard; refused",
+                         hint=_EXPORT_HINT)
+    for key in (doc.get("range_constraints") or {}):
+        _check_expr(str(key), where)
+    stack: list[Any] = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "expr_str":
+                    if not isinstance(value, str):
+                        raise ModelError(f"{where}: expr_str is not text", hint=_EXPORT_HINT)
+                    _check_expr(value, where)
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 @dataclass(frozen=True)

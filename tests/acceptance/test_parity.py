@@ -273,6 +273,27 @@ def test_a_pt2_whose_weight_is_a_pickle_with_a_payload_is_refused(tmp_path: Path
     assert not (root / "analysis").exists()
 
 
+def test_a_pt2_whose_guards_code_holds_a_payload_is_refused(tmp_path: Path,
+                                                           built: dict[str, Any]) -> None:
+    """torch turns a program's guards_code into Python that runs on every call (measured
+    with torch 2.13: the payload runs at the first forward); relgate refuses it unread."""
+    marker = tmp_path / "PAYLOAD_RAN"
+    root = _root(tmp_path, built, parity=PARITY)
+    with zipfile.ZipFile(built["folder"] / "deploy.pt2") as src, \
+            zipfile.ZipFile(root / "models" / "guard.pt2", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("models/model.json"):
+                doc = json.loads(data)
+                doc["guards_code"] = [f"__import__('os').system('touch {marker}') == 0"]
+                data = json.dumps(doc).encode()
+            dst.writestr(info, data)
+    code, _, err = _run(root, "--reference", "models/guard.pt2")
+    assert not marker.exists()
+    assert code == 2 and "guards_code" in err
+    assert not (root / "analysis").exists()
+
+
 def test_a_state_dict_checkpoint_is_refused_with_the_export_hint(tmp_path: Path,
                                                                  built: dict[str, Any]) -> None:
     root = _root(tmp_path, built, parity=PARITY)

@@ -139,6 +139,10 @@ _PT2 = {"archive_format": b"pt2", "archive_version": b"0", "byteorder": b"little
 
 def test_archives_are_judged_before_torch_opens_them(tmp_path: Path) -> None:
     assert reference_format(_zip(tmp_path / "ok.pt2", _PT2)) == "torch.export"
+    shapes = {**_PT2, "models/model.json": json.dumps({
+        "guards_code": ["L['x'].size()[1] == 12"], "range_constraints": {"s77": {}},
+        "graph": {"sym_int_values": [{"as_expr": {"expr_str": "Max(1, 2*s77 + 1)"}}]}}).encode()}
+    assert reference_format(_zip(tmp_path / "shapes.pt2", shapes)) == "torch.export"
     ts = {"data.pkl": b"", "constants.pkl": b"", "code/__torch__/m.py": b"", "version": b"3"}
     assert reference_format(_zip(tmp_path / "ts.pt", ts)) == "torchscript"
     (tmp_path / "raw.pt").write_bytes(b"\x80\x02}q\x00.")  # a legacy (non-zip) pickle
@@ -153,6 +157,11 @@ def test_archives_are_judged_before_torch_opens_them(tmp_path: Path) -> None:
     ({"data/constants/custom_obj_0": b"x"}, {"c": {"path_name": "custom_obj_0"}}, "pickled object"),
     ({"data/weights/model.pt": b"x"}, None, r"not part of a torch\.export program"),
     ({}, {"c": {"path_name": "../../etc/passwd"}}, "missing constants file"),
+    ({"models/model.json": b'{"guards_code": ["L[\'x\'].size()[0] == 2 or exec(\'1\')"]}'},
+     None, "guards_code"),
+    ({"models/model.json": json.dumps({"graph": {"sym_int_values": [{"as_expr": {
+        "expr_str": "exec(chr(49))"}}]}}).encode()}, None, "symbolic expression"),
+    ({"models/model.json": b'{"range_constraints": {"__import__": {}}}'}, None, "symbolic"),
 ])
 def test_pt2_members_torch_would_unpickle_or_run_are_refused(
         tmp_path: Path, extra: dict[str, bytes], config: dict[str, object] | None,
