@@ -16,7 +16,10 @@ declared outputs are compared, so what is deployed is what was gated (seed 003 s
   it, and nothing is ever unpickled by Python: a ``torch.save`` pickle (a state dict or a
   whole module) is refused with a hint, and so is a ``.pt2`` member that torch would
   unpickle without ``weights_only`` (opaque / custom objects, legacy pickled weights),
-  that holds native code (AOTInductor), or that is not part of the format. TorchScript's
+  that holds native code (AOTInductor), or that is not part of the format, and a program
+  whose JSON torch would turn into Python (``guards_code`` beyond shape guards, symbolic
+  expressions beyond shape arithmetic: sympy evaluates them). The bytes are read once:
+  what is checked is what is hashed and what torch loads. TorchScript's
   own loader is C++: it resolves a pickle's globals to TorchScript types only (a
   ``__reduce__`` naming ``os.system`` is refused by torch itself). torch runs with a
   pinned thread count, deterministic algorithms and oneDNN off, restored afterwards.
