@@ -188,6 +188,11 @@ def model_card(record: Mapping[str, Any]) -> str:
     if any(a["role"] == "file" for a in record["artifacts"]):
         lines += ["", "Files with role `file` are sidecars (`release.files`): shipped and hashed "
                   "as they are, never loaded or evaluated by relgate."]
+    parity = (record.get("evidence") or {}).get("parity")
+    if parity is not None:
+        lines += ["", f"`parity.json` (sha256 `{str(parity['sha256'])[:16]}…`): `relgate parity` "
+                  "ran the deploy model and the promoted ONNX model on the same rows, and "
+                  "promote re-ran it; its bounds held."]
     contract = promoted.get("contract") or {}
     lines += ["", "## Contract of the promoted model", "",
               "| direction | name | dtype | shape |", "| --- | --- | --- | --- |"]

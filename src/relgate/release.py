@@ -32,12 +32,13 @@ RELEASE_FILE = "release.json"
 REPORT_FILE = "validation_report.json"
 CALIBRATION_FILE = "calibration.json"
 CARD_FILE = "README.md"
+PARITY_FILE = "parity.json"
 TAG_PREFIX = "core@"
 #: ``release.tag`` when params name none (registries written before it was a template)
 DEFAULT_TAG_TEMPLATE = TAG_PREFIX + "{name}"
 #: the bundle files relgate writes itself: no artifact or sidecar may take these names
 RESERVED_NAMES = frozenset({RELEASE_FILE, REPORT_FILE, CALIBRATION_FILE, CARD_FILE,
-                            "manifest.json"})
+                            PARITY_FILE, "manifest.json"})
 
 
 def release_tag(name: str, template: str = DEFAULT_TAG_TEMPLATE) -> str:
@@ -368,13 +369,14 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
         with _named_as({staged: variant.path}):
             artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
     artifacts += _stage_sidecars(params, root=root, staging=staging, files=files)
-    # extra evidence checked at promote and shipped in the bundle (e.g. a parity record) goes
-    # here: read once into the staging folder (_write_new from the bytes read), its name
-    # added to RESERVED_NAMES and to _pinned_bundle_files, its sha256 under record["evidence"]
+    parity = _stage_parity(params, root=root, staging=staging, files=files,
+                           checked={"model": digest.sha256, "data": data_sha})
     shas = {"report": files[REPORT_FILE].sha256, "calibration": calibration_sha, "data": data_sha}
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
                              gates=verdict.to_dict(), metrics=fresh["metrics"],
                              reproductions=reproductions)
+    if parity is not None:
+        record["evidence"]["parity"] = parity
     record.update(task_record(fresh))
     if calibration_sha is not None:
         record["calibration"] = calibration_summary(loads_strict(calibration_bytes,
@@ -409,6 +411,38 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
                  "validate), then promote")
     return _Built(files=files, record=record, verdict=verdict.to_dict(),
                   reproductions=tuple(reproductions))
+
+
+def _stage_parity(params: Params, *, root: Path, staging: Path, files: dict[str, FileDigest],
+                  checked: Mapping[str, str]) -> dict[str, str] | None:
+    """``parity:`` at promote: the reported record (read once, published as read) must be the
+    one a fresh run gives, on the very model and test split promote checked, and its bounds
+    must hold. None without ``parity:``; the record's file reference otherwise."""
+    spec = params.parity
+    if spec is None:
+        return None
+    from relgate.parity import check_parity, record_differences
+
+    path = _inside(root, spec.record, "parity.record")
+    raw = read_capped(path, max_bytes=MAX_JSON_BYTES, what="parity record")
+    reported = loads_strict(raw, source=spec.record)
+    schemas.validate(reported, "parity", source=spec.record)
+    fresh = check_parity(params, root).record
+    problems = record_differences(reported, fresh)  # parity's own tolerance (1e-9)
+    ran_on = {"model": fresh["model"]["sha256"], "data": fresh["data"]["sha256"]}
+    if spec.data in (None, params.release.data) and ran_on != dict(checked):
+        problems.append("the parity run read other bytes than the ones promote checked "
+                        "(a file changed during promotion)")
+    elif ran_on["model"] != checked["model"]:
+        problems.append(f"{spec.record} is for another model than {params.release.promoted.path}")
+    if problems:
+        raise NotReproduced("parity does not reproduce: " + "; ".join(problems),
+                            hint="re-run relgate parity (dvc repro), then promote again")
+    if fresh["reasons"]:
+        raise GateFailed("parity gates failed: " + "; ".join(fresh["reasons"]),
+                         hint="the exported ONNX must agree with the model you deploy")
+    files[PARITY_FILE] = _write_new(staging / PARITY_FILE, raw)
+    return {"path": spec.record, "sha256": files[PARITY_FILE].sha256}
 
 
 def verdict_differences(report: Mapping[str, Any], fresh: Mapping[str, Any], *,
@@ -624,6 +658,8 @@ def _pinned_bundle_files(pinned: Mapping[str, Any]) -> dict[str, str]:
     out[REPORT_FILE] = pinned["evidence"]["validation_report"]["sha256"]
     if pinned["evidence"].get("calibration") is not None:
         out[CALIBRATION_FILE] = pinned["evidence"]["calibration"]["sha256"]
+    if pinned["evidence"].get("parity") is not None:
+        out[PARITY_FILE] = pinned["evidence"]["parity"]["sha256"]
     record = {k: v for k, v in pinned.items() if k not in ("created", "bundle")}
     record["provenance"] = {k: v for k, v in pinned["provenance"].items()
                             if k not in _PUBLICATION_FACTS}

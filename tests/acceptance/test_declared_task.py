@@ -159,8 +159,8 @@ def test_undeclared_averaged_probability_is_refused_before_anything_is_written(
                                          (prob >= 0.5).astype(int)), abs=1e-9)
 
 
-def test_a_binary_calibration_under_a_multiclass_task_is_refused_by_promote(cancer: dict[str, Any], tmp_path: Path,
-                                                 capsys: Any) -> None:
+def test_a_binary_calibration_under_a_multiclass_task_is_refused_by_promote(
+        cancer: dict[str, Any], tmp_path: Path, capsys: Any) -> None:
     root = task_registry(tmp_path / "reg", _skl2onnx(cancer["a"], False), cancer["splits"],
                          {"kind": "binary", "output": "probabilities"})
     assert relgate(root, "calibrate", "--model", "models/model.onnx", "--data", "data/val.npz",

@@ -418,3 +418,66 @@ def test_multi_class_parity_compares_the_argmax(tmp_path: Path) -> None:
     onx = np.asarray(sess.run(["logits"], {"x": x[:100]})[0], dtype=np.float64)
     assert record["metrics"]["max_abs_diff"] == float(np.max(np.abs(ref - onx)))
     assert record["metrics"]["agreement"] == float(np.mean(ref.argmax(1) == onx.argmax(1)))
+
+
+def _relgate(root: Path, *args: object) -> tuple[int, str]:
+    import contextlib
+
+    from relgate.cli import main
+
+    err = io.StringIO()
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            code = main([*map(str, args)])
+    finally:
+        os.chdir(here)
+    return code, err.getvalue()
+
+
+def test_promote_reruns_parity_ships_its_record_and_refuses_an_edited_or_failing_one(
+        tmp_path: Path, built: dict[str, Any]) -> None:
+    """promote re-runs parity on the model and test split it checked: the record must be the
+    fresh one (an edited number is refused), its bounds must hold, and the record ships in the
+    bundle as parity.json beside the TorchScript deploy model (a sidecar)."""
+    from relgate.bundle import verify_bundle
+
+    sidecar = "  files: [{path: models/deploy.pt, description: TorchScript deploy model}]\n"
+    root = _root(tmp_path, built, parity=sidecar + PARITY)
+    text = (root / "params.yaml").read_text().replace("value: 0.5", "value: 0.0")
+    (root / "params.yaml").write_text(text)
+    assert _relgate(root, "validate", "--model", "models/model.onnx", "--data", "data/test.npz",
+                    "--out", "analysis/validation_report.json")[0] == 0
+    code, err = _relgate(root, "promote")  # no parity record yet: bad input, nothing written
+    assert code == 2 and "parity" in err, err
+    assert not (root / "models" / "core").exists() or not any((root / "models" / "core").iterdir())
+    assert _run(root)[0] == 0
+    code, err = _relgate(root, "promote")
+    assert code == 0, err
+    bundle = root / "models" / "core" / "v1.0.0"
+    shipped = (bundle / "parity.json").read_bytes()
+    assert shipped == (root / "analysis" / "parity.json").read_bytes()
+    record = read_json(bundle / "release.json")
+    assert record["evidence"]["parity"] == {"path": "analysis/parity.json",
+                                            "sha256": hashlib.sha256(shipped).hexdigest()}
+    assert (bundle / "models" / "deploy.pt").read_bytes() == \
+        (root / "models" / "deploy.pt").read_bytes()
+    assert verify_bundle(bundle).ok
+    assert "`parity.json` (sha256 `" + record["evidence"]["parity"]["sha256"][:16] in \
+        (bundle / "README.md").read_text()
+    # an edited number: not the fresh record, refused under a new name, nothing published
+    (root / "params.yaml").write_text(text.replace("name: v1.0.0", "name: v1.1.0"))
+    edited = json.loads(shipped)
+    edited["metrics"]["max_abs_diff"] = 0.0
+    (root / "analysis" / "parity.json").write_text(json.dumps(edited))
+    code, err = _relgate(root, "promote")
+    assert code == 1 and "parity does not reproduce" in err and "max_abs_diff" in err, err
+    assert not (root / "models" / "core" / "v1.1.0").exists()
+    # a bound that fails: the honest record says so, and promote refuses it
+    (root / "params.yaml").write_text(text.replace("name: v1.0.0", "name: v1.1.0")
+                                      .replace("max_abs_diff: 1.0e-4", "max_abs_diff: 1.0e-12"))
+    assert _run(root)[0] == 1
+    code, err = _relgate(root, "promote")
+    assert code == 1 and "parity gates failed" in err, err
+    assert not (root / "models" / "core" / "v1.1.0").exists()
