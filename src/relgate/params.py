@@ -370,19 +370,6 @@ class EvaluateSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalDataSpec:
-    """``eval_data:``: how an eval set's arrays or columns map to the model's inputs.
-
-    ``inputs`` names, per model input, the scalar columns of a table (Parquet/CSV) that are
-    assembled in that order into [N, F]; an input not named there is the column (or .npz
-    array) of its own name. ``label`` is the label's column or array.
-    """
-
-    label: str = "y"
-    inputs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
-
-
-@dataclass(frozen=True, kw_only=True)
 class ThresholdSpec:
     strategy: str = "max_f1"
     precision_target: float | None = None
@@ -502,7 +489,6 @@ class Params:
     gates: GatesSpec
     release: ReleaseSpec
     evaluate: EvaluateSpec
-    eval_data: EvalDataSpec = field(default_factory=EvalDataSpec)
     calibrate: CalibrateSpec
     validate: ValidateSpec
     contract: ContractSpec | None
@@ -558,7 +544,6 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             **{k: rel[k] for k in ("report", "calibration", "data", "core_dir") if k in rel},
         ),
         evaluate=EvaluateSpec(**doc.get("evaluate", {})),
-        eval_data=_eval_data(doc.get("eval_data", {})),
         calibrate=CalibrateSpec(
             scales=tuple(float(s) for s in cal.get("scales", (1.0,))),
             offsets=tuple(float(o) for o in cal.get("offsets", (0.0,))),
@@ -584,11 +569,6 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),
     )
-
-
-def _eval_data(e: Mapping[str, Any]) -> EvalDataSpec:
-    inputs = MappingProxyType({k: tuple(v) for k, v in e.get("inputs", {}).items()})
-    return EvalDataSpec(label=e.get("label", "y"), inputs=inputs)
 
 
 def _parity(p: Mapping[str, Any] | None) -> ParitySpec | None:
