@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 #: a per-class metric name: class_{k}_{precision|recall|f1}
@@ -165,6 +166,32 @@ def _class_lines(metrics: Mapping[str, Any], task: Mapping[str, Any]) -> list[st
     return lines
 
 
+def variant_lines(variants: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One row per variant: judged on its own evidence (its gates' verdict, the gated metrics
+    and its threshold), or shipped unjudged. A record written before variants had evidence
+    has no such section (its card is rebuilt byte for byte)."""
+    lines = ["## Variants", "",
+             "| variant | path | evaluated | gates | gated metrics | threshold |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for art in variants:
+        name = _cell(art.get("name", PurePosixPath(art["path"]).stem))
+        ev = art.get("evaluation")
+        if isinstance(ev, Mapping):
+            gates = ev["gates"]
+            verdict = f"{gates['mode']}: {'passed' if gates['passed'] else 'failed'}"
+            seen: dict[str, str] = {}
+            for g in gates["results"]:
+                seen.setdefault(g["metric"], f"{g['metric']} {_fmt(g['observed'])}")
+            where = (f"on `{_cell(ev['data']['path'])}` (sha256 `{ev['data']['sha256'][:12]}…`), "
+                     f"report `variants/{name}/validation_report.json`")
+            lines.append(f"| {name} | `{_cell(art['path'])}` | yes, {where} | {verdict} | "
+                         f"{_cell(', '.join(seen.values()))} | {_cell(threshold_text(ev))} |")
+        else:
+            lines.append(f"| {name} | `{_cell(art['path'])}` | **no**: declared `evaluated: false`; "
+                         "shipped hashed with its contract, never judged | - | - | - |")
+    return lines
+
+
 def model_card(record: Mapping[str, Any]) -> str:
     """Markdown: what the model is, its contract, metrics with intervals, gates, how to verify."""
     name = record["name"]
@@ -185,6 +212,9 @@ def model_card(record: Mapping[str, Any]) -> str:
     for art in record["artifacts"]:
         lines.append(f"| `{art['path']}` | {art['role']} | `{art['sha256'][:16]}…` | "
                      f"{art.get('size', '')} | {art.get('description', '')} |")
+    variants = [a for a in record["artifacts"] if a["role"] == "variant"]
+    if any("evaluated" in a for a in variants):  # a record of before variant evidence: as it was
+        lines += ["", *variant_lines(variants)]
     if any(a["role"] == "file" for a in record["artifacts"]):
         lines += ["", "Files with role `file` are sidecars (`release.files`): shipped and hashed "
                   "as they are, never loaded or evaluated by relgate."]

@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
@@ -319,10 +320,24 @@ class ArtifactSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VariantSpec(ArtifactSpec):
+    """An entry of ``release.variants``: another ONNX model of the release, with its own
+    evidence (``evaluated``: its test split ``data``, its ``report`` and ``calibration``;
+    its task, contract, calibrate and gates stay in the params document, read by
+    :meth:`Params.for_variant`), or shipped unjudged (``evaluated`` False)."""
+
+    name: str
+    evaluated: bool
+    data: str | None = None
+    report: str | None = None
+    calibration: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReleaseSpec:
     name: str
     promoted: ArtifactSpec
-    variants: tuple[ArtifactSpec, ...] = ()
+    variants: tuple[VariantSpec, ...] = ()
     tolerance: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     default_tolerance: float = 1e-6
     report: str = "analysis/validation_report.json"
@@ -342,6 +357,15 @@ class ReleaseSpec:
     def tolerance_for(self, metric: str) -> float:
         """Absolute tolerance for *metric* (the per-metric value, else the default)."""
         return float(self.tolerance.get(metric, self.default_tolerance))
+
+    def variant(self, name: str) -> VariantSpec:
+        """The variant called *name*; a ParamsError (exit 2) listing the names otherwise."""
+        for v in self.variants:
+            if v.name == name:
+                return v
+        names = ", ".join(v.name for v in self.variants) or "none"
+        raise ParamsError(f"release.variants has no variant named {name!r} (variants: {names})",
+                          hint="name a variant by its name: (default: its file's stem)")
 
 
 #: rows per onnxruntime call: small enough to stay in cache (measured fastest for 1-D CNNs on
@@ -498,6 +522,91 @@ class Params:
     train: Mapping[str, Any]
     export: Mapping[str, Any]
 
+    def for_variant(self, name: str) -> Params:
+        """The params that judge variant *name* as if it were the promoted model: its own
+        task, contract, gates and test split, report and calibration paths (``calibrate``
+        is the variant's, else the release's: a procedure, not a claim about the model);
+        seed, evaluate, validate and the release's name, tolerance and core_dir are shared.
+        Nothing of the promoted model's task, contract, gates or parity carries over."""
+        variant = self.release.variant(name)
+        if not variant.evaluated:
+            raise ParamsError(f"variant {name!r} is declared evaluated: false; it has no "
+                              "evidence to validate or calibrate",
+                              hint="give it data: and gates: (and drop evaluated: false)")
+        doc = thaw(self.raw)
+        rel = doc["release"]
+        entry = next(v for v in rel["variants"] if _variant_name(v) == name)
+        sub: dict[str, Any] = {k: doc[k] for k in _SHARED_SECTIONS if k in doc}
+        sub.update({k: entry[k] for k in ("task", "contract", "gates") if k in entry})
+        if "calibrate" in entry or "calibrate" in doc:
+            sub["calibrate"] = entry.get("calibrate", doc.get("calibrate"))
+        sub["release"] = {
+            **{k: rel[k] for k in ("name", "tolerance", "core_dir", "tag") if k in rel},
+            "promoted": {k: entry[k] for k in ("path", "description") if k in entry},
+            "data": variant.data, "report": variant.report, "calibration": variant.calibration,
+        }
+        return params_from_dict(sub, source=f"{self.source} (variant {name})")
+
+
+#: the params sections a variant shares with the promoted model (see Params.for_variant)
+_SHARED_SECTIONS = ("schema_version", "seed", "data", "train", "export", "reproduce",
+                    "evaluate", "validate")
+#: what only an evaluated variant may declare
+_EVIDENCE_KEYS = ("task", "contract", "calibrate", "gates", "data", "report", "calibration")
+
+
+def _variant_name(entry: Mapping[str, Any]) -> str:
+    return str(entry.get("name") or PurePosixPath(entry["path"]).stem)
+
+
+def _variants(entries: Any, *, source: str, promoted: Mapping[str, Any],
+              report: str | None) -> tuple[VariantSpec, ...]:
+    """``release.variants`` typed, with the rules the schema cannot say: names are unique;
+    a variant either declares its evidence (data and gates) or ``evaluated: false``, never
+    both and never neither; its report is its own; no baseline gate (a variant has no
+    previous release to be compared with yet)."""
+    out: list[VariantSpec] = []
+    seen: dict[str, str] = {}
+    reports = {report or "analysis/validation_report.json": "the promoted model"}
+    for entry in entries:
+        name = _variant_name(entry)
+        where = f"{source}: release.variants {name!r}"
+        if name.casefold() in seen:
+            raise ParamsError(f"{where}: two variants are named {name!r}",
+                              hint="give each variant a name: of its own")
+        seen[name.casefold()] = entry["path"]
+        if entry["path"] == promoted["path"]:
+            raise ParamsError(f"{where}: is the promoted model itself ({entry['path']})",
+                              hint="list other models as variants")
+        declared = [k for k in _EVIDENCE_KEYS if k in entry]
+        evaluated = bool(entry.get("evaluated", True))
+        if not evaluated and declared:
+            raise ParamsError(f"{where}: declared evaluated: false, but also declares "
+                              f"{', '.join(declared)}",
+                              hint="drop evaluated: false to judge it, or drop its evidence")
+        missing = [k for k in ("data", "gates") if k not in entry]
+        if evaluated and missing:
+            raise ParamsError(
+                f"{where}: declares no {' or '.join(missing)}; a variant is judged on its own "
+                "test split and gates, or declared evaluated: false",
+                hint="add data: and gates: to the variant, or evaluated: false to ship it unjudged")
+        if evaluated and "baseline" in entry["gates"]:
+            raise ParamsError(f"{where}: gates.baseline is not supported for a variant",
+                              hint="gate the variant on its own rules")
+        base = f"analysis/variants/{name}"
+        spec = VariantSpec(
+            role="variant", path=entry["path"], description=entry.get("description", ""),
+            name=name, evaluated=evaluated, data=entry.get("data"),
+            report=entry.get("report", f"{base}/validation_report.json") if evaluated else None,
+            calibration=entry.get("calibration", f"{base}/calibration.json") if evaluated else None)
+        if spec.report is not None:
+            if spec.report in reports:
+                raise ParamsError(f"{where}: its report {spec.report} is also the report of "
+                                  f"{reports[spec.report]}", hint="give each model its own report")
+            reports[spec.report] = f"variant {name!r}"
+        out.append(spec)
+    return tuple(out)
+
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     """Read, validate and type params.yaml. Any problem is a ParamsError (exit 2)."""
@@ -536,7 +645,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         release=ReleaseSpec(
             name=rel["name"],
             promoted=ArtifactSpec(role="promoted", **rel["promoted"]),
-            variants=tuple(ArtifactSpec(role="variant", **v) for v in rel.get("variants", [])),
+            variants=_variants(rel.get("variants", []), source=source, promoted=rel["promoted"],
+                               report=rel.get("report")),
             files=tuple(ArtifactSpec(role="file", **f) for f in rel.get("files", [])),
             tag_template=rel.get("tag", "core@{name}"),
             tolerance=MappingProxyType(dict(tol) if isinstance(tol, dict) else {}),

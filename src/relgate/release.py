@@ -203,23 +203,17 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
     Every evidence file is read once, by copying it into the private staging folder while
     hashing it (``_build``); the staged copies are what is checked against the report,
     re-evaluated and published. "Already published" means the bundle at the target is
-    byte for byte (root digest) the one this promotion builds, and equal to the pin.
+    byte for byte (root digest) the one this promotion builds, and equal to the pin. The
+    promoted model and every evaluated variant are judged alike, each on its own evidence.
     """
     from relgate import bundle
 
     root = Path.cwd() if root is None else root
     spec = params.release
-    report_path = _inside(root, spec.report, "release.report")
-    report_bytes = read_capped(report_path, max_bytes=MAX_JSON_BYTES, what="validation report")
-    report = loads_strict(report_bytes, source=str(report_path))
-    schemas.validate(report, "validation-report", source=str(report_path))
-    sources = _Sources(
-        model=_inside(root, spec.promoted.path, "release.promoted.path"),
-        data=_inside(root, spec.data, "release.data"),
-        calibration=(_inside(root, spec.calibration, "release.calibration")
-                     if report.get("calibration") is not None else None),
-        variants=tuple(_inside(root, v.path, f"artifact {v.path}") for v in spec.variants),
-    )
+    subjects = [_subject(params, root=root, variant=None)]
+    subjects += [_subject(params, root=root, variant=v) for v in spec.variants if v.evaluated]
+    unjudged = tuple((v, _inside(root, v.path, f"artifact {v.path}"))
+                     for v in spec.variants if not v.evaluated)
     check_sidecars(params, root=root)  # before anything is written under core_dir
     target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
     mirror_path = root / "analysis" / f"release_{spec.name}.json"
@@ -232,8 +226,8 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
     built: list[_Built] = []
 
     def build(staging: Path) -> dict[str, FileDigest]:
-        built.append(_build(params, root=root, staging=staging, sources=sources, report=report,
-                            report_bytes=report_bytes, pinned=pinned, mirror_path=mirror_path))
+        built.append(_build(params, root=root, staging=staging, subjects=subjects,
+                            unjudged=unjudged, pinned=pinned, mirror_path=mirror_path))
         return dict(built[-1].files)
 
     outcome = bundle.publish_bundle(target, build)
@@ -251,16 +245,75 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
 #: inside the staging folder, the copies of evidence that is not published (the test split);
 #: removed before the manifest is built
 EVIDENCE_DIR = ".relgate-evidence"
+#: the bundle folder of an evaluated variant's report and calibration: variants/<name>/
+VARIANTS_DIR = "variants"
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Sources:
-    """The evidence files, by their path in the registry (each is read once, by ``_build``)."""
+class _Subject:
+    """A model promote judges (the promoted one, or an evaluated variant) with its evidence,
+    by registry path: each file is read once, by ``_judge``; the report already was."""
 
+    variant: str | None
+    params: Params
     model: Path
     data: Path
     calibration: Path | None
-    variants: tuple[Path, ...]
+    report: Mapping[str, Any]
+    report_bytes: bytes
+
+    def bundle_path(self, file: str) -> str:
+        """Where this subject's *file* (report, calibration) sits in the bundle."""
+        return file if self.variant is None else f"{VARIANTS_DIR}/{self.variant}/{file}"
+
+
+def _subject(params: Params, *, root: Path, variant: Any) -> _Subject:
+    """Read the report of the promoted model (*variant* None) or of an evaluated variant, and
+    resolve its evidence paths; a variant's problems are named after it."""
+    name = None if variant is None else variant.name
+    with _about(name):
+        judged = params if name is None else params.for_variant(name)
+        spec = judged.release
+        report_path = _inside(root, spec.report, "release.report" if name is None
+                              else f"release.variants {name!r} report")
+        report_bytes = read_capped(report_path, max_bytes=MAX_JSON_BYTES, what="validation report")
+        report = loads_strict(report_bytes, source=str(report_path))
+        schemas.validate(report, "validation-report", source=str(report_path))
+        what = "release." if name is None else f"release.variants {name!r} "
+        return _Subject(
+            variant=name, params=judged, report=report, report_bytes=report_bytes,
+            model=_inside(root, spec.promoted.path, f"{what}{'promoted.' if name is None else ''}path"),
+            data=_inside(root, spec.data, f"{what}data"),
+            calibration=(_inside(root, spec.calibration, f"{what}calibration")
+                         if report.get("calibration") is not None else None))
+
+
+@contextlib.contextmanager
+def _about(variant: str | None) -> Iterator[None]:
+    """A refusal about a variant starts with its name (``variant NAME: ...``)."""
+    if variant is None:
+        yield
+        return
+    try:
+        yield
+    except RelgateError as exc:
+        raise type(exc)(f"variant {variant}: {exc.message}", hint=exc.hint) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Judged:
+    """A subject staged, re-evaluated and judged (steps 2-4 of DESIGN.md "Promotion")."""
+
+    subject: _Subject
+    digest: Any
+    staged_model: Path
+    data_sha: str
+    calibration_sha: str | None
+    calibration_bytes: bytes | None
+    fresh: dict[str, Any]
+    verdict: Any
+    reproductions: tuple[Reproduction, ...]
+    report_sha: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,115 +326,62 @@ class _Built:
     reproductions: tuple[Reproduction, ...]
 
 
-def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
-           report: Mapping[str, Any], report_bytes: bytes, pinned: Mapping[str, Any] | None,
+def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject],
+           unjudged: tuple[tuple[Any, Path], ...], pinned: Mapping[str, Any] | None,
            mirror_path: Path) -> _Built:
     """Steps 2-5 of DESIGN.md "Promotion", inside the private staging folder.
 
     Each evidence file is copied in once, hashed while copying; the copies are checked
-    against the report, re-evaluated, judged and (the test split aside) published as they
+    against the report, re-evaluated, judged and (the test splits aside) published as they
     are. Nothing is read by its registry path again, so a file swapped there mid-promotion
-    changes nothing: what was hashed is what is evaluated and published.
+    changes nothing: what was hashed is what is evaluated and published. Gate failures of
+    the promoted model and of every evaluated variant are reported together.
     """
-    from relgate import hashing
-    from relgate.gates import apply_gates
-    from relgate.metrics import MetricEstimate
-    from relgate.validation import baseline_for_params, validate_model
-
     spec = params.release
     files: dict[str, FileDigest] = {}
-
-    # 2. the evidence must be the files we have now, byte for byte
-    model = staging / spec.promoted.path
-    digest = _stage_model(sources.model, model)
-    files.update(_bundle_files(spec.promoted.path, digest))
     evidence = staging / EVIDENCE_DIR
     evidence.mkdir()
-    data = evidence / sources.data.name
-    _, data_sha = hashing.copy_and_hash(sources.data, data)
-    calibration: Path | None = None
-    calibration_sha: str | None = None
-    if sources.calibration is not None:
-        calibration_bytes = read_capped(sources.calibration, max_bytes=MAX_JSON_BYTES,
-                                        what="calibration")
-        calibration = staging / CALIBRATION_FILE
-        files[CALIBRATION_FILE] = _write_new(calibration, calibration_bytes)
-        calibration_sha = files[CALIBRATION_FILE].sha256
-    files[REPORT_FILE] = _write_new(staging / REPORT_FILE, report_bytes)
-    problems = []
-    if digest.sha256 != report["model"]["sha256"]:
-        problems.append(f"{spec.promoted.path} changed after validation (sha256 {digest.sha256[:12]}… "
-                        f"!= report {report['model']['sha256'][:12]}…)")
-    if data_sha != report["data"]["sha256"]:
-        problems.append(f"{spec.data} is not the data the report was computed on")
-    if calibration_sha is not None and calibration_sha != report["calibration"]["sha256"]:
-        problems.append(f"{spec.calibration} changed after validation")
-    if problems:
-        raise NotReproduced("evidence does not match the artifacts: " + "; ".join(problems),
-                            hint="re-run validation (dvc repro validate) and promote again")
-
-    # 3. re-evaluate the staged copies with the same code path and compare within tolerance
-    labels = {model: spec.promoted.path, data: spec.data}
-    if calibration is not None:
-        labels[calibration] = spec.calibration
-    with _named_as(labels):
-        fresh = validate_model(model, data, calibration_path=calibration, params=params,
-                               model_label=spec.promoted.path, data_label=spec.data,
-                               calibration_label=None if calibration is None else spec.calibration,
-                               baseline=baseline_for_params(params, root=root),
-                               threshold=reported_threshold(report))
-    if "threshold_source" not in report:  # a report written before relgate recorded it
-        fresh.pop("threshold_source", None)
-    used = {"model": fresh["model"]["sha256"], "data": fresh["data"]["sha256"],
-            "calibration": (fresh.get("calibration") or {}).get("sha256")}
-    checked = {"model": digest.sha256, "data": data_sha, "calibration": calibration_sha}
-    if used != checked:
-        changed = ", ".join(k for k in used if used[k] != checked[k])
-        raise NotReproduced(f"{changed} changed during promotion (re-evaluated bytes differ from "
-                            "the checked ones)", hint="promote again once nothing writes to them")
-    gated = {r.metric for r in params.gates.rules}
-    fields: dict[str, tuple[str, ...]] = {}
-    for rule in params.gates.rules:
-        fields[rule.metric] = tuple(sorted({*fields.get(rule.metric, ()), "value", *(
-            (rule.on,) if rule.on != "point" else ())}))
-    reproductions = compare_metrics(report["metrics"], fresh["metrics"], names=gated,
-                                    tolerance_for=spec.tolerance_for, fields=fields)
-    moved = [r.reason() for r in reproductions if not r.ok]
-    moved += report_differences(report, fresh, tolerance_for=spec.tolerance_for,
-                                skip=_NOT_REPRODUCED | ({"metrics"} if moved else set()))
-    if moved:
-        raise NotReproduced("re-evaluation does not reproduce the report: " + "; ".join(moved),
-                            hint="the report was edited or the model/data/environment changed")
-
-    # 4. the gates of the params in force (not the ones the report claims)
-    metrics = {k: MetricEstimate.from_dict(v) for k, v in fresh["metrics"].items()}
-    verdict = apply_gates(params.gates, metrics, deltas=_baseline_deltas(fresh))
-    if not verdict.passed:
-        raise GateFailed("gates failed: " + "; ".join(verdict.reasons),
+    judged = [_judge(s, root=root, staging=staging, files=files, evidence=evidence)
+              for s in subjects]
+    main = judged[0]
+    failed = [("" if j.subject.variant is None else f"variant {j.subject.variant}: ") + reason
+              for j in judged if not j.verdict.passed for reason in j.verdict.reasons]
+    if failed:
+        raise GateFailed("gates failed: " + "; ".join(failed),
                          hint="the model stays unreleased; improve it or change the gates by review")
 
     # 5. the rest of the bundle: variants (copied once, like the model), record, card
-    artifacts = [_artifact_record(spec.promoted, digest, fresh["model"]["contract"], path=model)]
-    for variant, source in zip(spec.variants, sources.variants, strict=True):
+    by_name: dict[str, dict[str, Any]] = {}
+    for j in judged[1:]:
+        variant = spec.variant(str(j.subject.variant))
+        entry = _artifact_record(variant, j.digest, j.fresh["model"]["contract"],
+                                 path=j.staged_model)
+        by_name[variant.name] = {**entry, "name": variant.name, "evaluated": True,
+                                 "evaluation": _evaluation_record(j)}
+    for variant, source in unjudged:
         staged = staging / variant.path
         vdigest = _stage_model(source, staged)
         files.update(_bundle_files(variant.path, vdigest))
         with _named_as({staged: variant.path}):
-            artifacts.append(_artifact_record(variant, vdigest, None, path=staged))
+            entry = _artifact_record(variant, vdigest, None, path=staged)
+        by_name[variant.name] = {**entry, "name": variant.name, "evaluated": False}
+    artifacts = [_artifact_record(spec.promoted, main.digest, main.fresh["model"]["contract"],
+                                  path=main.staged_model),
+                 *(by_name[v.name] for v in spec.variants)]  # in params order
     artifacts += _stage_sidecars(params, root=root, staging=staging, files=files)
     parity = _stage_parity(params, root=root, staging=staging, files=files,
-                           checked={"model": digest.sha256, "data": data_sha})
-    shas = {"report": files[REPORT_FILE].sha256, "calibration": calibration_sha, "data": data_sha}
+                           checked={"model": main.digest.sha256, "data": main.data_sha})
+    shas = {"report": main.report_sha, "calibration": main.calibration_sha, "data": main.data_sha}
     record = _release_record(params, root=root, shas=shas, artifacts=artifacts,
-                             gates=verdict.to_dict(), metrics=fresh["metrics"],
-                             reproductions=reproductions)
+                             gates=main.verdict.to_dict(), metrics=main.fresh["metrics"],
+                             reproductions=list(main.reproductions))
     if parity is not None:
         record["evidence"]["parity"] = parity
-    record.update(task_record(fresh))
-    if calibration_sha is not None:
-        record["calibration"] = calibration_summary(loads_strict(calibration_bytes,
-                                                                 source=spec.calibration),
-                                                    sha256=calibration_sha)
+    record.update(task_record(main.fresh))
+    if main.calibration_bytes is not None and main.calibration_sha is not None:
+        record["calibration"] = calibration_summary(
+            loads_strict(main.calibration_bytes, source=spec.calibration),
+            sha256=main.calibration_sha)
     schemas.validate(record, "release", source="release record")
     from relgate.card import model_card
 
@@ -389,7 +389,7 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
     files[CARD_FILE] = _write_new(staging / CARD_FILE, model_card(record).encode("utf-8"))
     from relgate.bundle import force_rmtree
 
-    force_rmtree(evidence)  # the test split is evidence, not part of the bundle
+    force_rmtree(evidence)  # the test splits are evidence, not part of the bundle
     if os.path.lexists(evidence):
         raise InputError(f"{evidence}: cannot remove the staged copy of the test split",
                          hint="check the folder's permissions, then promote again")
@@ -401,16 +401,130 @@ def _build(params: Params, *, root: Path, staging: Path, sources: _Sources,
                              hint=f"a release never changes: pull the released bundle from the "
                                   f"registry's remote (dvc pull {spec.core_dir}) instead of "
                                   "rebuilding it here, or publish under a new release.name")
-    # the report is published as written: its verdict and environment must be the re-computed ones
-    lies = verdict_differences(report, fresh, tolerance_for=spec.tolerance_for)
-    if lies:
-        raise NotReproduced(
-            "the validation report's verdict, gates or environment are not the ones promote "
-            "re-computed, and the report is published as written: " + "; ".join(lies),
-            hint="re-run validation with the params in force, on this machine (dvc repro "
-                 "validate), then promote")
-    return _Built(files=files, record=record, verdict=verdict.to_dict(),
-                  reproductions=tuple(reproductions))
+    # each report is published as written: its verdict and environment must be the re-computed ones
+    for j in judged:
+        lies = verdict_differences(j.subject.report, j.fresh, tolerance_for=spec.tolerance_for)
+        if lies:
+            with _about(j.subject.variant):
+                raise NotReproduced(
+                    "the validation report's verdict, gates or environment are not the ones "
+                    "promote re-computed, and the report is published as written: "
+                    + "; ".join(lies),
+                    hint="re-run validation with the params in force, on this machine (dvc repro "
+                         "validate), then promote")
+    return _Built(files=files, record=record, verdict=main.verdict.to_dict(),
+                  reproductions=main.reproductions)
+
+
+def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, FileDigest],
+           evidence: Path) -> _Judged:
+    """Steps 2-4 for one subject: stage its model, test split, calibration and report (each
+    read once, hashed while copied), check them against the report, re-evaluate the staged
+    copies at the report's threshold, compare within tolerance, and apply the gates of the
+    params in force (not the ones the report claims). Refusals of a variant name it."""
+    from relgate import hashing
+    from relgate.gates import apply_gates
+    from relgate.metrics import MetricEstimate
+    from relgate.validation import baseline_for_params, validate_model
+
+    params, report = subject.params, subject.report
+    spec = params.release
+    with _about(subject.variant):
+        # 2. the evidence must be the files we have now, byte for byte
+        model = staging / spec.promoted.path
+        if os.path.lexists(model):
+            raise InputError(f"{spec.promoted.path}: two models of the release share this path",
+                             hint="give each artifact a path of its own")
+        digest = _stage_model(subject.model, model)
+        files.update(_bundle_files(spec.promoted.path, digest))
+        folder = evidence if subject.variant is None else evidence / subject.variant
+        folder.mkdir(exist_ok=True)
+        data = folder / subject.data.name
+        _, data_sha = hashing.copy_and_hash(subject.data, data)
+        calibration: Path | None = None
+        calibration_sha: str | None = None
+        calibration_bytes: bytes | None = None
+        if subject.calibration is not None:
+            calibration_bytes = read_capped(subject.calibration, max_bytes=MAX_JSON_BYTES,
+                                            what="calibration")
+            name = subject.bundle_path(CALIBRATION_FILE)
+            calibration = staging / name
+            calibration.parent.mkdir(parents=True, exist_ok=True)
+            files[name] = _write_new(calibration, calibration_bytes)
+            calibration_sha = files[name].sha256
+        report_name = subject.bundle_path(REPORT_FILE)
+        (staging / report_name).parent.mkdir(parents=True, exist_ok=True)
+        files[report_name] = _write_new(staging / report_name, subject.report_bytes)
+        problems = []
+        if digest.sha256 != report["model"]["sha256"]:
+            problems.append(f"{spec.promoted.path} changed after validation (sha256 "
+                            f"{digest.sha256[:12]}… != report {report['model']['sha256'][:12]}…)")
+        if data_sha != report["data"]["sha256"]:
+            problems.append(f"{spec.data} is not the data the report was computed on")
+        if calibration_sha is not None and calibration_sha != report["calibration"]["sha256"]:
+            problems.append(f"{spec.calibration} changed after validation")
+        if problems:
+            raise NotReproduced("evidence does not match the artifacts: " + "; ".join(problems),
+                                hint="re-run validation (dvc repro validate) and promote again")
+
+        # 3. re-evaluate the staged copies with the same code path and compare within tolerance
+        labels = {model: spec.promoted.path, data: spec.data}
+        if calibration is not None:
+            labels[calibration] = spec.calibration
+        with _named_as(labels):
+            fresh = validate_model(model, data, calibration_path=calibration, params=params,
+                                   model_label=spec.promoted.path, data_label=spec.data,
+                                   calibration_label=None if calibration is None
+                                   else spec.calibration,
+                                   baseline=baseline_for_params(params, root=root),
+                                   threshold=reported_threshold(report))
+        if "threshold_source" not in report:  # a report written before relgate recorded it
+            fresh.pop("threshold_source", None)
+        used = {"model": fresh["model"]["sha256"], "data": fresh["data"]["sha256"],
+                "calibration": (fresh.get("calibration") or {}).get("sha256")}
+        checked = {"model": digest.sha256, "data": data_sha, "calibration": calibration_sha}
+        if used != checked:
+            changed = ", ".join(k for k in used if used[k] != checked[k])
+            raise NotReproduced(f"{changed} changed during promotion (re-evaluated bytes differ "
+                                "from the checked ones)",
+                                hint="promote again once nothing writes to them")
+        gated = {r.metric for r in params.gates.rules}
+        fields: dict[str, tuple[str, ...]] = {}
+        for rule in params.gates.rules:
+            fields[rule.metric] = tuple(sorted({*fields.get(rule.metric, ()), "value", *(
+                (rule.on,) if rule.on != "point" else ())}))
+        reproductions = compare_metrics(report["metrics"], fresh["metrics"], names=gated,
+                                        tolerance_for=spec.tolerance_for, fields=fields)
+        moved = [r.reason() for r in reproductions if not r.ok]
+        moved += report_differences(report, fresh, tolerance_for=spec.tolerance_for,
+                                    skip=_NOT_REPRODUCED | ({"metrics"} if moved else set()))
+        if moved:
+            raise NotReproduced("re-evaluation does not reproduce the report: " + "; ".join(moved),
+                                hint="the report was edited or the model/data/environment changed")
+
+    # 4. the gates of the params in force (not the ones the report claims)
+    metrics = {k: MetricEstimate.from_dict(v) for k, v in fresh["metrics"].items()}
+    verdict = apply_gates(params.gates, metrics, deltas=_baseline_deltas(fresh))
+    return _Judged(subject=subject, digest=digest, staged_model=model, data_sha=data_sha,
+                   calibration_sha=calibration_sha, calibration_bytes=calibration_bytes,
+                   fresh=fresh, verdict=verdict, reproductions=tuple(reproductions),
+                   report_sha=files[report_name].sha256)
+
+
+def _evaluation_record(judged: _Judged) -> dict[str, Any]:
+    """What the release record says of an evaluated variant: its evidence (registry paths and
+    sha256), the gates' verdict and the re-computed metrics, task and threshold."""
+    s = judged.subject
+    spec = s.params.release
+    out: dict[str, Any] = {
+        "report": {"path": spec.report, "sha256": judged.report_sha},
+        "calibration": None if judged.calibration_sha is None
+        else {"path": spec.calibration, "sha256": judged.calibration_sha},
+        "data": {"path": spec.data, "sha256": judged.data_sha},
+        "gates": judged.verdict.to_dict(), "metrics": dict(judged.fresh["metrics"]),
+    }
+    out.update(task_record(judged.fresh))
+    return out
 
 
 def _stage_parity(params: Params, *, root: Path, staging: Path, files: dict[str, FileDigest],
@@ -655,6 +769,13 @@ def _pinned_bundle_files(pinned: Mapping[str, Any]) -> dict[str, str]:
         folder = PurePosixPath(art["path"]).parent
         for f in art["files"]:
             out[str(folder / f["path"])] = f["sha256"]
+    for art in pinned["artifacts"]:
+        evaluation = art.get("evaluation")
+        if evaluation is not None:  # an evaluated variant's report and calibration
+            folder = PurePosixPath(VARIANTS_DIR) / art["name"]
+            out[str(folder / REPORT_FILE)] = evaluation["report"]["sha256"]
+            if evaluation.get("calibration") is not None:
+                out[str(folder / CALIBRATION_FILE)] = evaluation["calibration"]["sha256"]
     out[REPORT_FILE] = pinned["evidence"]["validation_report"]["sha256"]
     if pinned["evidence"].get("calibration") is not None:
         out[CALIBRATION_FILE] = pinned["evidence"]["calibration"]["sha256"]
@@ -847,7 +968,16 @@ def check_sidecars(params: Params, *, root: Path) -> None:
 
     spec = params.release
     taken = {n.casefold(): n for n in RESERVED_NAMES}
+    for v in spec.variants:
+        if v.evaluated:
+            for file in (REPORT_FILE, CALIBRATION_FILE):
+                name = f"{VARIANTS_DIR}/{v.name}/{file}"
+                taken[name.casefold()] = f"variant {v.name}'s {file}"
     for art in (spec.promoted, *spec.variants):
+        problem = _sidecar_name_problem(art.path, taken)
+        if problem is not None:
+            raise InputError(f"release artifacts: {problem}",
+                             hint="give each artifact a path of its own")
         taken[str(PurePosixPath(art.path)).casefold()] = f"artifact {art.path}"
     for side in spec.files:
         problem = _sidecar_name_problem(side.path, taken)

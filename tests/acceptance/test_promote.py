@@ -116,6 +116,8 @@ def test_missing_evidence_is_bad_input(registry: Path) -> None:
 
 
 KILL = """
+from relgate.numeric_env import pin_process
+pin_process()  # as the relgate console entry does, before numpy loads (same float paths)
 import os, signal, sys
 import relgate.bundle as bundle, relgate.hashing as hashing
 where = sys.argv[1]

@@ -20,7 +20,7 @@ gates:
 release:
   name: "1.10"
   promoted: {path: models/model.onnx}
-  variants: [{path: models/readout.onnx, description: token readout}]
+  variants: [{path: models/readout.onnx, description: token readout, evaluated: false}]
   tolerance: {auc: 1e-6, f1: 2e-6}
 """
 
@@ -237,3 +237,82 @@ def test_release_files_tag_template_and_parity_are_typed(tmp_path: Path) -> None
 def test_bad_files_tags_and_parity_are_refused(tmp_path: Path, extra: str, why: str) -> None:
     with pytest.raises(ParamsError, match=why):
         load_params(write(tmp_path, BASE + extra))
+
+
+VARIANT_DOC = """schema_version: 1
+seed: 11
+task: {kind: binary, output: score, output_type: logit}
+contract: {inputs: [{name: x, dtype: float32}]}
+calibrate: {method: temperature, threshold: {strategy: max_f1}}
+parity: {reference: models/deploy.pt, max_abs_diff: 1.0e-4}
+gates:
+  mode: all
+  rules: [{metric: auc, op: ">=", value: 0.85}]
+release:
+  name: v2.0.0
+  promoted: {path: models/model.onnx}
+  data: data/test.npz
+  variants:
+  - path: models/tokens.onnx
+    task: {kind: multiclass, output: logits, output_type: logits}
+    contract: {inputs: [{name: input_tokens, dtype: int64}]}
+    data: data/tokens_test.npz
+    gates: {mode: any, rules: [{metric: accuracy, op: ">=", value: 0.7}]}
+  - {path: models/readout.onnx, name: ro, evaluated: false}
+"""
+
+
+def test_a_variant_is_judged_by_its_own_params_and_nothing_of_the_promoted_model(
+        tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, VARIANT_DOC))
+    tokens, ro = params.release.variants
+    assert (tokens.name, tokens.evaluated, ro.name, ro.evaluated) == ("tokens", True, "ro", False)
+    assert tokens.report == "analysis/variants/tokens/validation_report.json"
+    assert tokens.calibration == "analysis/variants/tokens/calibration.json"
+    assert ro.report is None and ro.data is None
+    judged = params.for_variant("tokens")
+    assert judged.release.promoted.path == "models/tokens.onnx"
+    assert judged.release.data == "data/tokens_test.npz"
+    assert judged.release.report == tokens.report and judged.release.variants == ()
+    assert judged.task is not None and judged.task.kind == "multiclass"
+    assert judged.contract is not None and [t.name for t in judged.contract.inputs] == ["input_tokens"]
+    assert judged.gates.mode == "any" and [r.metric for r in judged.gates.rules] == ["accuracy"]
+    assert judged.parity is None  # parity links the promoted model to its deploy model
+    assert judged.calibrate.method == "temperature"  # a procedure: inherited when not declared
+    assert (judged.seed, judged.release.name) == (11, "v2.0.0")
+    with pytest.raises(ParamsError, match="declared evaluated: false"):
+        params.for_variant("ro")
+    with pytest.raises(ParamsError, match=r"no variant named 'x' \(variants: tokens, ro\)"):
+        params.for_variant("x")
+
+
+def test_a_variant_without_its_own_task_does_not_inherit_the_promoted_one(tmp_path: Path) -> None:
+    doc = VARIANT_DOC.replace("    task: {kind: multiclass, output: logits, output_type: logits}\n", "")
+    judged = load_params(write(tmp_path, doc)).for_variant("tokens")
+    assert judged.task is None  # relgate then uses what the graph proves, or refuses
+
+
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    ("  - {path: models/readout.onnx, name: ro, evaluated: false}",
+     "  - {path: models/readout.onnx}", "'readout': declares no data or gates"),
+    ("  - {path: models/readout.onnx, name: ro, evaluated: false}",
+     "  - {path: models/readout.onnx, data: d.npz}", "'readout': declares no gates"),
+    ("name: ro, evaluated: false}", "name: ro, evaluated: false, data: d.npz}",
+     "declared evaluated: false, but also declares data"),
+    ("name: ro, evaluated: false}", "name: tokens, evaluated: false}", "two variants are named"),
+    ("  - {path: models/readout.onnx, name: ro, evaluated: false}",
+     "  - {path: models/model.onnx, name: ro, evaluated: false}", "is the promoted model itself"),
+    ("    data: data/tokens_test.npz\n",
+     "    data: data/tokens_test.npz\n    report: analysis/validation_report.json\n",
+     "is also the report of the promoted model"),
+    ("rules: [{metric: accuracy, op: \">=\", value: 0.7}]}",
+     "rules: [{metric: accuracy, op: \">=\", value: 0.7}], baseline: {max_drop: {auc: 0.1}}}",
+     "gates.baseline is not supported for a variant"),
+    ("name: ro,", "name: ../ro,", "release"),
+])
+def test_variant_rules_the_schema_cannot_say(tmp_path: Path, old: str, new: str,
+                                             fragment: str) -> None:
+    assert old in VARIANT_DOC
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, VARIANT_DOC.replace(old, new)))
+    assert fragment in info.value.message

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relgate.params import Params
 
 
 def add_model_selection(parser: argparse.ArgumentParser) -> None:
@@ -25,3 +29,41 @@ def add_model_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--positive-index", type=int, metavar="I",
                         help="column of the positive class in a probability output "
                              "(default: task.positive, else 1) or of a features output")
+
+
+def add_variant_option(parser: argparse.ArgumentParser) -> None:
+    """--variant NAME: judge an entry of release.variants with its own params (see
+    :meth:`relgate.params.Params.for_variant`)."""
+    parser.add_argument("--variant", metavar="NAME",
+                        help="an evaluated entry of release.variants (by its name): its own "
+                             "task, contract, calibrate and gates apply, and --model, --data "
+                             "and --out default to its path, test split and report")
+
+
+def resolve_variant(args: argparse.Namespace, params: Params, *, out_default: str,
+                    data_default: bool) -> Params:
+    """The params a command judges with (the variant's under --variant), filling in
+    ``args.model`` (and ``args.data`` when *data_default*) and ``args.out``. A --model
+    that is not the variant's path, or no --model at all without --variant, is a
+    UsageError (exit 2)."""
+    from relgate.errors import UsageError
+
+    if args.variant is None:
+        if args.model is None:
+            raise UsageError("--model is required (or --variant NAME)",
+                             hint="give the ONNX model, or an entry of release.variants")
+        if data_default and args.data is None:
+            raise UsageError("--data is required (or --variant NAME)",
+                             hint="give the test split, or an entry of release.variants")
+        args.out = args.out or out_default
+        return params
+    judged = params.for_variant(args.variant)
+    path = judged.release.promoted.path
+    if args.model is not None and args.model != path:
+        raise UsageError(f"--model {args.model} is not variant {args.variant!r}'s model ({path})",
+                         hint="drop --model: --variant names the model")
+    args.model = path
+    if data_default and args.data is None:
+        args.data = judged.release.data
+    args.out = args.out or (judged.release.report if data_default else judged.release.calibration)
+    return judged

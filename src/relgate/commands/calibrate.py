@@ -11,19 +11,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from relgate.commands._options import add_model_selection
+from relgate.commands._options import add_model_selection, add_variant_option, resolve_variant
 from relgate.errors import EXIT_OK
 
 HELP = "fit a calibration (scale/offset sweep, temperature or Platt, threshold) on the val split"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="MODEL.onnx", help="the ONNX model")
+    parser.add_argument("--model", metavar="MODEL.onnx",
+                        help="the ONNX model (required unless --variant names one)")
     parser.add_argument("--data", required=True, metavar="VAL.npz",
                         help="the validation split (.npz: the model's input names plus y); "
                              "never the test split")
-    parser.add_argument("--out", default="analysis/calibration.json", metavar="FILE",
-                        help="where to write the calibration record (default: %(default)s)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="where to write the calibration record (default: "
+                             "analysis/calibration.json; with --variant, its calibration)")
     parser.add_argument("--params", default="params.yaml", metavar="FILE",
                         help="params file with the calibrate: section (default: %(default)s)")
     parser.add_argument("--split", metavar="NAME",
@@ -32,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/calibration_sweep.csv (scale, offset, auc) "
                              "for dvc plots (binary tasks; a multi-class task writes nothing)")
     add_model_selection(parser)
+    add_variant_option(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the calibration record as JSON instead of a summary")
 
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from relgate.tasks import calibration_runner, task_kind
     from relgate.validation import sweep_csv
 
-    params = load_params(args.params)
+    params = resolve_variant(args, load_params(args.params),
+                             out_default="analysis/calibration.json", data_default=False)
     fit = calibration_runner(task_kind(params, args.output_type)) or calibrate_model
     outcome = fit(
         args.model, args.data, params=params, split=args.split,

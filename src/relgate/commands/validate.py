@@ -16,7 +16,7 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from relgate.commands._options import add_model_selection
+from relgate.commands._options import add_model_selection, add_variant_option, resolve_variant
 from relgate.errors import EXIT_OK, EXIT_REFUSED
 
 HELP = ("validate a model on a split (calibration applied): metrics with intervals, gates, "
@@ -24,14 +24,17 @@ HELP = ("validate a model on a split (calibration applied): metrics with interva
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="MODEL.onnx", help="the ONNX model")
-    parser.add_argument("--data", required=True, metavar="TEST.npz",
-                        help="the split to validate on (.npz: the model's input names plus y)")
+    parser.add_argument("--model", metavar="MODEL.onnx",
+                        help="the ONNX model (required unless --variant names one)")
+    parser.add_argument("--data", metavar="TEST.npz",
+                        help="the split to validate on (.npz: the model's input names plus y; "
+                             "default with --variant: the variant's data)")
     parser.add_argument("--calibration", metavar="FILE",
                         help="a calibration record from relgate calibrate (refused when it was "
                              "fit on this data or for another model); default: raw scores")
-    parser.add_argument("--out", default="analysis/validation_report.json", metavar="FILE",
-                        help="where to write the validation report (default: %(default)s)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="where to write the validation report (default: "
+                             "analysis/validation_report.json; with --variant, its report)")
     parser.add_argument("--params", default="params.yaml", metavar="FILE",
                         help="params file with gates:, validate: and evaluate: "
                              "(default: %(default)s)")
@@ -45,6 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", metavar="NAME",
                         help="name recorded for the split (default: the data file's stem)")
     add_model_selection(parser)
+    add_variant_option(parser)
     parser.add_argument("--baseline", metavar="PATH",
                         help="previous release to compare with (paired deltas for "
                              "gates.baseline): a published bundle folder or an ONNX model; "
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold {args.threshold:g} is not a probability",
                          hint="give a value in [0, 1]")
-    params = load_params(args.params)
+    params = resolve_variant(args, load_params(args.params),
+                             out_default="analysis/validation_report.json", data_default=True)
     pins = None if args.pins is None else _pins_dir(args.pins)
     checked = {} if pins is None else check_pinned_inputs(args.data, args.calibration, pins)
     outcome = run_validation(
