@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from relgate.cli import main
+from relgate.numeric_env import pin_process
+
+# The test process computes as the relgate CLI does (pinned CPU code paths, one thread),
+# and its children inherit that: bytes written in-process and by `python -m relgate` agree
+# on every CPU (on AVX-512, unpinned numpy differs from the CLI in last bits of ECE).
+pin_process()
+
+from relgate.cli import main  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
