@@ -303,6 +303,8 @@ def _load_proto(path: Path) -> Any:
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError, RuntimeError from a hostile proto, ...
+        if out_of_memory(exc):  # "Arena alloc failed": the memory, not the file
+            raise memory_error(path, "parsing it") from None
         raise ModelError(
             f"{path}: not a valid ONNX file "
             f"({type(exc).__name__}: {_short(exc) or 'parse failed'})",
@@ -733,6 +735,8 @@ def load_contract(
     try:
         onnx.checker.check_model(str(p))
     except Exception as exc:  # ValidationError, or anything the C++ side throws
+        if out_of_memory(exc):
+            raise memory_error(p, "while onnx.checker read it") from None
         raise ModelError(f"{p}: onnx.checker rejects the model: {_short(exc)}",
                          hint="fix or re-export the model") from None
     initializers = {t.name for t in model.graph.initializer}
@@ -1037,6 +1041,32 @@ def inherited_memory_limit_mb() -> int | None:
     return min(limits) // (1024 * 1024) if limits else None
 
 
+#: what running out of memory looks like in an exception from protobuf ("Arena alloc
+#: failed"), onnx.checker or onnxruntime (std::bad_alloc) in this process
+_OOM_WORDS = ("bad_alloc", "Arena alloc failed", "Failed to allocate", "Cannot allocate memory")
+
+
+def out_of_memory(exc: BaseException, words: tuple[str, ...] = _OOM_WORDS) -> bool:
+    """Whether *exc* says the process ran out of memory (a MemoryError, or the words)."""
+    return isinstance(exc, MemoryError) or any(w in str(exc) for w in words)
+
+
+def memory_error(path: str | os.PathLike[str], doing: str) -> ModelError:
+    """Running out of memory *doing* something with a model (exit 2): under an inherited
+    address-space limit that limit is named (relgate never raises it), else the machine's
+    memory. Neither says the file is corrupt: the same model loads with more memory."""
+    inherited = inherited_memory_limit_mb()
+    if inherited is not None:
+        return ModelError(
+            f"{path}: out of memory {doing}, under the inherited address-space limit "
+            f"(ulimit -v) of {inherited} MB", hint=(
+                f"the model does not fit in that limit (ulimit -v {inherited * 1024} KiB), "
+                "which relgate never raises; raise it (or lift it) and try again"))
+    return ModelError(f"{path}: out of memory {doing}",
+                      hint="free memory or use a larger machine; a small model that needs this "
+                           "much may be hostile")
+
+
 def describe_child_failure(returncode: int, stderr: str, *, memory_mb: int,
                            inherited_mb: int | None = None) -> str:
     """Why the probe child failed, in words (a pure function of how it ended).
@@ -1157,12 +1187,8 @@ def make_session(path: str | os.PathLike[str], *, threads: int = 1) -> Any:
         return ort.InferenceSession(str(path), session_options(threads),
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:
-        inherited = inherited_memory_limit_mb()
-        if inherited is not None and (isinstance(exc, MemoryError)
-                                      or any(w in str(exc) for w in _MEMORY_WORDS)):
-            raise ModelError(f"{path}: onnxruntime ran out of memory loading the model under the "
-                             f"inherited address-space limit (ulimit -v) of {inherited} MB",
-                             hint="raise that limit (or lift it) and try again") from None
+        if inherited_memory_limit_mb() is not None and out_of_memory(exc, _MEMORY_WORDS):
+            raise memory_error(path, "while onnxruntime loaded the model") from None
         raise ModelError(f"{path}: onnxruntime cannot load the model: {_short(exc)}",
                          hint="re-export the model") from None
 
