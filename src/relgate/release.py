@@ -437,8 +437,9 @@ def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, Fil
                              hint="give each artifact a path of its own")
         digest = _stage_model(subject.model, model)
         files.update(_bundle_files(spec.promoted.path, digest))
-        folder = evidence if subject.variant is None else evidence / subject.variant
-        folder.mkdir(exist_ok=True)
+        # one folder per subject; "_promoted" is no variant's name (names start alphanumeric)
+        folder = evidence / ("_promoted" if subject.variant is None else subject.variant)
+        folder.mkdir()
         data = folder / subject.data.name
         _, data_sha = hashing.copy_and_hash(subject.data, data)
         calibration: Path | None = None
