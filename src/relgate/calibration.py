@@ -647,6 +647,7 @@ def calibrate_model(
                 batch_size=params.evaluate.batch_size, input_name=input_name,
                 output_name=output_name, positive_index=positive_index,
                 scale=scale, offset=offset, progress=progress, contract=contract,
+                table=params.eval_data,
             )
             for w in check_output_values(contract, cache[key], where=model_path):
                 if w not in warnings:

@@ -227,7 +227,7 @@ def score_snapshot(spec: SnapshotSpec, *, data_path: Path, data_sha: str, params
     result = score_dataset(model_path, data_path, scale=scale, offset=offset,
                            threads=params.evaluate.threads,
                            batch_size=params.evaluate.batch_size, contract=contract,
-                           **overrides)
+                           table=params.eval_data, **overrides)
     check_output_values(contract, result, where=model_path)
     scores = np.asarray(result.scores, dtype=np.float64)
     bad = int(np.count_nonzero(~np.isfinite(scores)))
@@ -278,7 +278,8 @@ def _score_multiclass(model_path: Path, cal_path: Path | None, report_ref: dict[
                                   calibration_source=str(cal_path), data_source=str(data_path))
         cal_ref = {"path": str(cal_path), "sha256": sha256_file(cal_path)}
     scorer = MatrixScorer(model_path, threads=params.evaluate.threads,
-                          batch_size=params.evaluate.batch_size, contract=contract)
+                          batch_size=params.evaluate.batch_size, contract=contract,
+                          table=params.eval_data)
     out, y = scorer.matrix(data_path)
     bad = int(out.size - np.count_nonzero(np.isfinite(out)))
     if bad:

@@ -394,6 +394,24 @@ class EvaluateSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalDataSpec:
+    """``eval_data:``: how a Parquet/CSV eval set's columns map to the model's inputs.
+
+    ``inputs`` names, per model input, the scalar columns of a table that are assembled in
+    that order into ``[N, F]``; an input not named there is the column of its own name.
+    ``label`` is the label column. An ``.npz`` given a non-default spec is refused (its
+    arrays are named after the inputs plus ``y``), never read another way than declared.
+    """
+
+    label: str = "y"
+    inputs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def is_default(self) -> bool:
+        return self.label == "y" and not self.inputs
+
+
+@dataclass(frozen=True, kw_only=True)
 class ThresholdSpec:
     strategy: str = "max_f1"
     precision_target: float | None = None
@@ -513,6 +531,7 @@ class Params:
     gates: GatesSpec
     release: ReleaseSpec
     evaluate: EvaluateSpec
+    eval_data: EvalDataSpec = field(default_factory=EvalDataSpec)
     calibrate: CalibrateSpec
     validate: ValidateSpec
     contract: ContractSpec | None
@@ -526,7 +545,8 @@ class Params:
         """The params that judge variant *name* as if it were the promoted model: its own
         task, contract, gates and test split, report and calibration paths (``calibrate``
         is the variant's, else the release's: a procedure, not a claim about the model);
-        seed, evaluate, validate and the release's name, tolerance and core_dir are shared.
+        seed, evaluate, eval_data (how a table's columns map to inputs), validate and the
+        release's name, tolerance and core_dir are shared.
         Nothing of the promoted model's task, contract, gates or parity carries over."""
         variant = self.release.variant(name)
         if not variant.evaluated:
@@ -550,7 +570,9 @@ class Params:
 
 #: the params sections a variant shares with the promoted model (see Params.for_variant)
 _SHARED_SECTIONS = ("schema_version", "seed", "data", "train", "export", "reproduce",
-                    "evaluate", "validate")
+                    "evaluate", "eval_data", "validate")
+#: an evaluated variant's name is a folder name (params.schema.json says the same of name:)
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: what only an evaluated variant may declare
 _EVIDENCE_KEYS = ("task", "contract", "calibrate", "gates", "data", "report", "calibration")
 
@@ -593,6 +615,11 @@ def _variants(entries: Any, *, source: str, promoted: Mapping[str, Any],
         if evaluated and "baseline" in entry["gates"]:
             raise ParamsError(f"{where}: gates.baseline is not supported for a variant",
                               hint="gate the variant on its own rules")
+        if evaluated and not _VARIANT_NAME.fullmatch(name):
+            raise ParamsError(f"{where}: the name {name!r} (from the file's stem unless given) "
+                              "cannot name its report folder (analysis/variants/<name>/)",
+                              hint="give the variant a name: of letters, digits, '.', '_' or "
+                                   "'-', starting with a letter or digit")
         base = f"analysis/variants/{name}"
         spec = VariantSpec(
             role="variant", path=entry["path"], description=entry.get("description", ""),
@@ -654,6 +681,7 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             **{k: rel[k] for k in ("report", "calibration", "data", "core_dir") if k in rel},
         ),
         evaluate=EvaluateSpec(**doc.get("evaluate", {})),
+        eval_data=_eval_data(doc.get("eval_data", {})),
         calibrate=CalibrateSpec(
             scales=tuple(float(s) for s in cal.get("scales", (1.0,))),
             offsets=tuple(float(o) for o in cal.get("offsets", (0.0,))),
@@ -679,6 +707,12 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),
     )
+
+
+def _eval_data(e: Mapping[str, Any]) -> EvalDataSpec:
+    inputs = MappingProxyType({str(k): tuple(str(c) for c in v)
+                               for k, v in e.get("inputs", {}).items()})
+    return EvalDataSpec(label=str(e.get("label", "y")), inputs=inputs)
 
 
 def _parity(p: Mapping[str, Any] | None) -> ParitySpec | None:

@@ -635,9 +635,10 @@ def run_parity(params: Params, inputs: Inputs) -> ParityOutcome:
         from relgate.tasks.multiclass_validation import MatrixScorer
 
         scorer: Any = MatrixScorer(inputs.model, threads=threads, batch_size=batch,
-                                   contract=contract)
+                                   contract=contract, table=params.eval_data)
     else:
-        scorer = get_scorer(inputs.model, threads=threads, batch_size=batch, contract=contract)
+        scorer = get_scorer(inputs.model, threads=threads, batch_size=batch, contract=contract,
+                            table=params.eval_data)
     ev = scorer.data(inputs.data)
     n = min(inputs.samples, ev.n)
     rows = ev.take(scorer.input_names, np.arange(n))

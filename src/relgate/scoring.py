@@ -2,7 +2,9 @@
 and promote use.
 
 * **Data.** An eval set is an ``.npz`` whose keys are the model's input names plus ``y``
-  (0/1 labels). It is read without pickles: the zip members are parsed with
+  (0/1 labels), or a Parquet or CSV table with one column per input plus ``y``
+  (:mod:`relgate.tables`; :meth:`EvalData.open` decides the format by magic bytes, then
+  extension). An ``.npz`` is read without pickles: the zip members are parsed with
   ``numpy.lib.format`` headers (object and structured dtypes refused). Inputs are streamed
   in chunks of rows: an uncompressed member is read with ``pread`` straight into a reused
   buffer, a compressed one is decompressed sequentially (or held in memory when it is
@@ -32,6 +34,7 @@ so a calibration sweep calling :func:`score_dataset` many times pays for them on
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -39,7 +42,7 @@ import stat
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,20 @@ from relgate.onnxmodel import ModelContract
 from relgate.params import DEFAULT_BATCH
 
 ProgressFn = Callable[[int, int], None]
+
+
+class TableSpecLike(Protocol):
+    """``params.eval_data`` for a Parquet/CSV eval set: the label column (``y``) and, per
+    model input, the scalar columns assembled in order into ``[N, F]`` (empty: one column
+    per input, named after it)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def inputs(self) -> Mapping[str, Sequence[str]]: ...
+
+
 #: rows of declared probabilities must sum to 1 within this
 ROW_SUM_ATOL = 1e-4
 SMALL_MEMBER_BYTES = 64 * 1024 * 1024  # compressed members up to this size are held in memory
@@ -217,7 +234,8 @@ class _Member:
 class EvalData:
     """An eval set: model inputs by name (read in row chunks) and validated labels ``y``.
 
-    Build it with :meth:`open` (an ``.npz`` path) or :meth:`from_arrays` (in memory).
+    Build it with :meth:`open` (an ``.npz``, Parquet or CSV path) or :meth:`from_arrays`
+    (in memory).
     """
 
     def __init__(self, *, source: str, shapes: Mapping[str, tuple[np.dtype[Any], tuple[int, ...]]],
@@ -242,9 +260,32 @@ class EvalData:
     # -- construction
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, labels: str = "binary") -> EvalData:
-        """Parse an ``.npz`` eval set (headers and ``y`` only; inputs stay on disk); *labels*
-        ``multiclass`` reads y as class labels instead of 0/1."""
+    def open(cls, path: str | os.PathLike[str], *, labels: str = "binary",
+             table: TableSpecLike | None = None,
+             dtypes: Mapping[str, np.dtype[Any]] | None = None) -> EvalData:
+        """Parse an eval set: headers (or a table's footer) and the labels only; inputs stay
+        on disk. *labels* ``multiclass`` reads y as class labels instead of 0/1.
+
+        The format comes from the file's magic bytes, then its extension
+        (:func:`relgate.tables.detect_format`): ``.npz`` here, Parquet and CSV by
+        :class:`relgate.tables.TableData`. *table* (``params.eval_data``: the label column,
+        scalar columns assembled into an input) applies to tables only: an ``.npz`` given
+        a non-default one is refused. *dtypes* are the model's inputs by name: the columns
+        a table is read for (all numeric columns when None) and the types CSV text is
+        parsed to; an ``.npz`` ignores them (the Scorer checks its dtypes).
+        """
+        from relgate import tables
+
+        fmt = tables.detect_format(path)
+        if fmt != "npz":
+            return tables.TableData.load(path, fmt=fmt, labels=labels, spec=table,
+                                         dtypes=dtypes)
+        tables.refuse_spec_for_npz(path, table)
+        return cls._open_npz(path, labels=labels)
+
+    @classmethod
+    def _open_npz(cls, path: str | os.PathLike[str], *, labels: str = "binary") -> EvalData:
+        """Parse an ``.npz`` eval set (headers and ``y`` only; inputs stay on disk)."""
         p = Path(path)
         try:
             st = os.stat(p)
@@ -503,13 +544,16 @@ class Scorer:
                  batch_size: int = DEFAULT_BATCH, input_name: str | None = None,
                  output_name: str | None = None, positive_index: int | None = None,
                  contract: ModelContract | None = None, probe: bool = True,
-                 probe_timeout_s: float = 60.0) -> None:
+                 probe_timeout_s: float = 60.0, table: TableSpecLike | None = None) -> None:
         if threads < 1:
             raise ModelError(f"threads must be >= 1, got {threads}", hint="use --threads 1 or more")
         if batch_size < 1:
             raise ModelError(f"batch size must be >= 1, got {batch_size}",
                              hint="use --batch-size 1 or more")
         self.path = Path(model_path)
+        #: how a Parquet/CSV eval set maps to the inputs (``params.eval_data``); None: the
+        #: columns are named after the inputs, labels in ``y``
+        self.table = table
         self.threads = threads
         self.batch_size = batch_size
         self.contract = contract if contract is not None else onnxmodel.load_contract(
@@ -551,13 +595,23 @@ class Scorer:
                 key = (str(p),)
             cached = self._data.get(key)
             if cached is None:
-                cached = EvalData.open(p, labels=self.label_kind)
+                cached = EvalData.open(p, labels=self.label_kind, table=self.table,
+                                       dtypes=self._input_dtypes())
                 self._data[key] = cached
                 while len(self._data) > 4:
                     self._data.popitem(last=False)
             data = cached
         self._check(data)
         return data
+
+    def _input_dtypes(self) -> dict[str, np.dtype[Any]]:
+        """The model's inputs and their numpy dtypes (those relgate can feed)."""
+        out: dict[str, np.dtype[Any]] = {}
+        for name in self.input_names:
+            want = _NP_DTYPES.get(self.contract.input(name).dtype)
+            if want is not None:
+                out[name] = want
+        return out
 
     def _check(self, data: EvalData) -> None:
         missing = [n for n in self.input_names if n not in data.shapes]
@@ -566,7 +620,8 @@ class Scorer:
                 f"{data.source}: missing key(s) {', '.join(map(repr, missing))}; the model's "
                 f"inputs are {', '.join(map(repr, self.input_names))}, found "
                 f"{', '.join(map(repr, data.keys)) or 'none'}",
-                hint="an eval set's keys are the model's input names plus y",
+                hint="an eval set's keys (or a table's columns) are the model's input names "
+                     "plus y",
             )
         for name in self.input_names:
             info = self.contract.input(name)
@@ -672,7 +727,15 @@ class Scorer:
             out[j] = self.score(one, scale=scale, offset=offset).scores[0]
         return out
 
+    def close(self) -> None:
+        """Release the onnxruntime session (its weights) and the parsed eval sets; scores
+        already returned are plain arrays and stay. A closed Scorer cannot score again."""
+        self.session = None
+        self._data.clear()
+
     def _run(self, feeds: dict[str, np.ndarray], start: int, stop: int) -> list[np.ndarray]:
+        if self.session is None:
+            raise RuntimeError(f"{self.path}: scorer used after close()")
         try:
             outs: list[np.ndarray] = self.session.run(self.fetch, feeds)
         except Exception as exc:
@@ -846,22 +909,45 @@ def _model_key(path: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def _table_key(table: TableSpecLike | None) -> tuple[Any, ...] | None:
+    """A hashable form of a table spec (None and the default spec are the same)."""
+    if table is None:
+        return None
+    inputs = tuple(sorted((str(k), tuple(v)) for k, v in table.inputs.items()))
+    if table.label == "y" and not inputs:
+        return None
+    return (table.label, inputs)
+
+
+def release_sessions() -> None:
+    """Close every cached Scorer, so that no onnxruntime session outlives its scoring.
+
+    A baseline comparison calls this between the candidate and the previous release: each
+    model's weights are in memory in turn, never both at once (issue 16).
+    """
+    while _SCORERS:
+        _SCORERS.popitem(last=False)[1].close()
+    gc.collect()  # a session caught in a reference cycle is freed now, not later
+
+
 def get_scorer(model_path: str | os.PathLike[str], *, threads: int = 1, batch_size: int = DEFAULT_BATCH,
                input_name: str | None = None, output_name: str | None = None,
                positive_index: int | None = None,
-               contract: ModelContract | None = None) -> Scorer:
-    """A Scorer for the model, reused while the model's files are unchanged."""
+               contract: ModelContract | None = None,
+               table: TableSpecLike | None = None) -> Scorer:
+    """A Scorer for the model, reused while the model's files are unchanged (and the
+    settings, *table* included, are the same)."""
     path = Path(model_path)
     contract_key = None if contract is None else (
         json.dumps(contract.to_dict(), sort_keys=True), contract.output_type, contract.reducer,
         contract.class_keys)
     key = (_model_key(path), threads, batch_size, input_name, output_name, positive_index,
-           contract_key)
+           contract_key, _table_key(table))
     scorer = _SCORERS.get(key)
     if scorer is None:
         scorer = Scorer(path, threads=threads, batch_size=batch_size, input_name=input_name,
                         output_name=output_name, positive_index=positive_index,
-                        contract=contract)
+                        contract=contract, table=table)
         _SCORERS[key] = scorer
         while len(_SCORERS) > _MAX_SCORERS:
             _SCORERS.popitem(last=False)
@@ -883,8 +969,11 @@ def score_dataset(
     offset: float = 0.0,
     progress: bool | ProgressFn | None = False,
     contract: ModelContract | None = None,
+    table: TableSpecLike | None = None,
 ) -> ScoreResult:
-    """Score an ``.npz`` eval set with a model (see the module docstring).
+    """Score an eval set (``.npz``, Parquet or CSV) with a model (see the module docstring);
+    *table* is ``params.eval_data`` for a Parquet/CSV eval set (None: columns named after
+    the inputs, labels ``y``).
 
     Repeated calls with the same model and settings reuse one :class:`Scorer` (session and
     parsed data), so a scale/offset sweep is cheap. ``progress=True`` shows a progress bar
@@ -892,7 +981,7 @@ def score_dataset(
     """
     scorer = get_scorer(model_path, threads=threads, batch_size=batch_size,
                         input_name=input_name, output_name=output_name,
-                        positive_index=positive_index, contract=contract)
+                        positive_index=positive_index, contract=contract, table=table)
     if callable(progress):
         return scorer.score(data_path, scale=scale, offset=offset, progress=progress)
     if not progress:
@@ -916,12 +1005,13 @@ def score_each(
     scale: float = 1.0,
     offset: float = 0.0,
     contract: ModelContract | None = None,
+    table: TableSpecLike | None = None,
 ) -> np.ndarray:
     """The rows at sorted indices *rows* scored one at a time (:meth:`Scorer.score_each`),
     with the scorer :func:`score_dataset` uses for the same settings."""
     scorer = get_scorer(model_path, threads=threads, batch_size=batch_size,
                         input_name=input_name, output_name=output_name,
-                        positive_index=positive_index, contract=contract)
+                        positive_index=positive_index, contract=contract, table=table)
     return scorer.score_each(data_path, np.asarray(rows), scale=scale, offset=offset)
 
 
@@ -935,12 +1025,13 @@ def nonfinite_inputs(
     output_name: str | None = None,
     positive_index: int | None = None,
     contract: ModelContract | None = None,
+    table: TableSpecLike | None = None,
 ) -> dict[str, int]:
     """NaN and infinite values in each float input the model reads from the eval set (as
     stored, before any scale/offset): tells bad data apart from a model that makes NaN."""
     scorer = get_scorer(model_path, threads=threads, batch_size=batch_size,
                         input_name=input_name, output_name=output_name,
-                        positive_index=positive_index, contract=contract)
+                        positive_index=positive_index, contract=contract, table=table)
     return scorer.data(data_path).count_nonfinite(scorer.input_names)
 
 

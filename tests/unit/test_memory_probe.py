@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 
 from relgate import onnxmodel as om
-from tests.acceptance.test_memory_limits import ballast_model
+from tests.support.ballast import MIB, ballast_model, python_vmsize_mb
 from tests.support.registry import W_TRUE, linear_model
-
-MIB = 1024 * 1024
 
 #: probe_session in a child: prints OK or REFUSED <message>, and whether RLIMIT_AS changed
 _CHILD = """\
@@ -39,12 +37,8 @@ print("UNCHANGED" if resource.getrlimit(resource.RLIMIT_AS) == before else "CHAN
 
 @pytest.fixture(scope="module")
 def base_mb() -> int:
-    """VmSize (MiB) of a Python that imported numpy and onnxruntime: the probe child's start."""
-    code = ("import numpy, onnxruntime\n"
-            "print([l for l in open('/proc/self/status') if l.startswith('VmSize:')][0].split()[1])")
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120)
-    return int(out.stdout) // 1024
+    """VmSize (MiB) of a Python that imported numpy and onnxruntime, the probe child's start."""
+    return python_vmsize_mb()
 
 
 @pytest.fixture(scope="module")

@@ -309,6 +309,10 @@ def test_a_variant_without_its_own_task_does_not_inherit_the_promoted_one(tmp_pa
      "rules: [{metric: accuracy, op: \">=\", value: 0.7}], baseline: {max_drop: {auc: 0.1}}}",
      "gates.baseline is not supported for a variant"),
     ("name: ro,", "name: ../ro,", "release"),
+    ("  - path: models/tokens.onnx\n", "  - path: models/..onnx\n",
+     "the name '.' (from the file's stem unless given) cannot name its report folder"),
+    ("  - path: models/tokens.onnx\n", "  - path: models/my tokens.onnx\n",
+     "the name 'my tokens'"),
 ])
 def test_variant_rules_the_schema_cannot_say(tmp_path: Path, old: str, new: str,
                                              fragment: str) -> None:
@@ -316,3 +320,48 @@ def test_variant_rules_the_schema_cannot_say(tmp_path: Path, old: str, new: str,
     with pytest.raises(ParamsError) as info:
         load_params(write(tmp_path, VARIANT_DOC.replace(old, new)))
     assert fragment in info.value.message
+
+
+# ---------------------------------------------------------------- eval_data (issue 18.2)
+
+
+def test_eval_data_defaults_to_y_and_one_column_per_input(tmp_path: Path) -> None:
+    params = load_params(write(tmp_path, BASE))
+    assert params.eval_data.label == "y" and dict(params.eval_data.inputs) == {}
+    assert params.eval_data.is_default
+
+
+def test_eval_data_is_typed_frozen_and_keeps_the_column_order(tmp_path: Path) -> None:
+    doc = BASE + "eval_data:\n  label: target\n  inputs:\n    x: [c, a, b]\n    k: [n]\n"
+    params = load_params(write(tmp_path, doc))
+    assert params.eval_data.label == "target" and not params.eval_data.is_default
+    assert dict(params.eval_data.inputs) == {"x": ("c", "a", "b"), "k": ("n",)}
+    with pytest.raises(TypeError):
+        params.eval_data.inputs["x"] = ("a",)  # type: ignore[index]
+    assert thaw(params.raw)["eval_data"]["inputs"]["x"] == ["c", "a", "b"]
+
+
+def test_a_variant_reads_its_tables_as_the_release_declares(tmp_path: Path) -> None:
+    """eval_data says how a table's columns map to input names: shared like evaluate:, so a
+    variant's own table (its data:) is read with the declared label and columns."""
+    doc = (VARIANT_DOC.replace("data: data/tokens_test.npz", "data: data/tokens_test.parquet")
+           + "eval_data: {label: target, inputs: {x: [a, b]}}\n")
+    judged = load_params(write(tmp_path, doc)).for_variant("tokens")
+    assert judged.release.data == "data/tokens_test.parquet"
+    assert judged.eval_data.label == "target"
+    assert dict(judged.eval_data.inputs) == {"x": ("a", "b")}
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("eval_data: {label: ''}", "label"),
+    ("eval_data: {label: 3}", "label"),
+    ("eval_data: {inputs: {}}", "inputs"),
+    ("eval_data: {inputs: {x: []}}", "x"),
+    ("eval_data: {inputs: {x: [a, a]}}", "x"),
+    ("eval_data: {inputs: {x: a}}", "x"),
+    ("eval_data: {columns: [a]}", "columns"),
+])
+def test_a_malformed_eval_data_is_bad_params(tmp_path: Path, body: str, fragment: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, BASE + body + "\n"))
+    assert "eval_data" in info.value.message and fragment in info.value.message

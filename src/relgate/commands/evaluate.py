@@ -14,13 +14,16 @@ from typing import Any
 from relgate.commands._options import add_model_selection
 from relgate.errors import EXIT_OK
 
-HELP = "score an eval set (.npz) with an ONNX model; writes score, y (and features) to an .npz"
+HELP = ("score an eval set (.npz, Parquet or CSV) with an ONNX model; writes score, y (and "
+        "features) to an .npz")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="MODEL.onnx", help="the ONNX model")
     parser.add_argument("--data", required=True, metavar="DATA.npz",
-                        help="the eval set: the model's input names plus y (0/1 labels)")
+                        help="the eval set (.npz, .parquet or .csv): the model's input names "
+                             "plus y (0/1 labels); a table's columns as --params eval_data "
+                             "maps them")
     parser.add_argument("--out", required=True, metavar="SCORES.npz",
                         help="where to write score (float64), y (int8) and features (if any)")
     parser.add_argument("--threads", type=int, metavar="N",
@@ -38,7 +41,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="apply a calibration: its input scale/offset, and write calibrated "
                              "prob and decision (1, 0, -1 inconclusive) beside score")
     parser.add_argument("--params", metavar="FILE",
-                        help="params file: evaluate: settings and the contract: to check")
+                        help="params file: evaluate: settings, the contract: to check and "
+                             "eval_data: (a table's label and input columns)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
     from relgate.scoring import Scorer, write_scores
 
     threads, batch_size, spec, task = 1, DEFAULT_BATCH, None, None
+    table = None
     if args.params:
         from relgate.params import load_params
 
         params = load_params(args.params)
         threads, batch_size, spec, task = (params.evaluate.threads, params.evaluate.batch_size,
                                            params.contract, params.task)
+        table = params.eval_data
     from relgate.tasks import task_kind
 
     multiclass = task_kind(params if args.params else None, args.output_type) == "multiclass"
@@ -104,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
                                            "multiclass)")
         args.scale = float(calibration["input"]["scale"])
         args.offset = float(calibration["input"]["offset"])
-    scorer = Scorer(args.model, threads=threads, batch_size=batch_size, contract=contract)
+    scorer = Scorer(args.model, threads=threads, batch_size=batch_size, contract=contract,
+                    table=table)
     started = time.perf_counter()
     if progress_enabled():
         with progress_bar("scoring") as update:
@@ -165,7 +172,8 @@ def _run_multiclass(args: argparse.Namespace, params: Any, threads: int, batch_s
         check_calibration_model(calibration, model_sha256=model_digest(args.model).sha256,
                                 calibration_source=args.calibration)
     scorer = MatrixScorer(args.model, threads=threads, batch_size=batch_size,
-                          input_name=args.input_name, contract=contract)
+                          input_name=args.input_name, contract=contract,
+                          table=params.eval_data)
     started = time.perf_counter()
     if progress_enabled():
         with progress_bar("scoring") as update:

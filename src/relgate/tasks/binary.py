@@ -128,7 +128,8 @@ def run_binary_validation(
         scale, offset = float(calibration["input"]["scale"]), float(calibration["input"]["offset"])
     scoring: dict[str, Any] = {"threads": params.evaluate.threads, "batch_size": params.evaluate.batch_size,
                                "input_name": input_name, "output_name": output_name,
-                               "positive_index": positive_index, "contract": contract}
+                               "positive_index": positive_index, "contract": contract,
+                               "table": params.eval_data}
     result = score_dataset(model_path, data_path, scale=scale, offset=offset, progress=progress,
                            **scoring)
     warnings = check_output_values(contract, result, where=model_path)
@@ -315,8 +316,9 @@ def compare_with_baseline(
     """
     from relgate.calibration import score_is_probability
     from relgate.onnxmodel import load_contract, model_digest, require_output_type
-    from relgate.scoring import check_output_values, score_dataset
+    from relgate.scoring import check_output_values, release_sessions, score_dataset
 
+    release_sessions()  # the candidate is scored (its scores are arrays): one model at a time
     digest = model_digest(baseline.model_path)
     if baseline.expected_sha256 is not None and digest.sha256 != baseline.expected_sha256:
         raise DataError(
@@ -343,6 +345,7 @@ def compare_with_baseline(
         threads=params.evaluate.threads, batch_size=params.evaluate.batch_size,
         output_name=baseline.output_name, positive_index=baseline.positive_index,
         scale=scale, offset=offset, progress=progress, contract=contract,
+        table=params.eval_data,
     )
     if not np.array_equal(np.asarray(result.y), y):
         raise DataError(f"{data_path}: labels differ between the two scorings",
@@ -358,6 +361,7 @@ def compare_with_baseline(
         thr_b = DEFAULT_THRESHOLD
     if baseline.threshold is not None:  # the threshold the baseline was released at
         thr_b = float(baseline.threshold)
+    release_sessions()  # nothing scores the baseline again
     spec = params.gates.baseline
     names = sorted(spec.max_drop) if spec is not None else list(BOOTSTRAP_METRICS)
     boot = params.validate.bootstrap

@@ -305,7 +305,7 @@ def calibrate_multiclass_model(
                         hint="check the --data path") from None
     scorer = MatrixScorer(model_path, threads=params.evaluate.threads,
                           batch_size=params.evaluate.batch_size, input_name=input_name,
-                          contract=contract)
+                          contract=contract, table=params.eval_data)
     out, y = scorer.matrix(data_path, progress=progress if callable(progress) else None)
     k = int(out.shape[1])
     if not np.all(np.isfinite(out)):

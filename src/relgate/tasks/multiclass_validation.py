@@ -40,7 +40,7 @@ import numpy.typing as npt
 from relgate.errors import DataError, ModelError, ParamsError
 from relgate.onnxmodel import ModelContract
 from relgate.params import Params
-from relgate.scoring import EvalData, Scorer
+from relgate.scoring import EvalData, Scorer, release_sessions
 
 MULTICLASS_TYPES = ("logits", "probabilities")
 
@@ -237,7 +237,7 @@ def run_multiclass_validation(
                                            sha256_file(calibration_path))
     scorer = MatrixScorer(model_path, threads=params.evaluate.threads,
                           batch_size=params.evaluate.batch_size, input_name=input_name,
-                          contract=contract)
+                          contract=contract, table=params.eval_data)
     fn = progress if callable(progress) else None
     out, y = scorer.matrix(data_path, progress=fn)
     k = int(out.shape[1])
@@ -326,6 +326,8 @@ def run_multiclass_validation(
         plots["confusion.json"] = (json.dumps(records, ensure_ascii=False, indent=0) + "\n"
                                    ).encode("utf-8")
         if baseline is not None:
+            scorer.close()  # its outputs are arrays: one onnxruntime session at a time
+            release_sessions()
             comparison = compare_multiclass_baseline(
                 baseline, data_path, data_sha, y=y, prob=prob, selective=(asked, sel_t),
                 top_k=top_k, params=params, progress=fn)
@@ -433,8 +435,10 @@ def compare_multiclass_baseline(
                                 input_name=None, output_name=baseline.output_name,
                                 positive_index=None, output_type=None, reducer=None)
     scorer = MatrixScorer(baseline.model_path, threads=params.evaluate.threads,
-                          batch_size=params.evaluate.batch_size, contract=contract)
+                          batch_size=params.evaluate.batch_size, contract=contract,
+                          table=params.eval_data)
     out_b, y_b = scorer.matrix(data_path, progress=progress)
+    scorer.close()
     if not np.array_equal(y_b, y):
         raise DataError(f"{data_path}: labels differ between the two scorings",
                         hint="the data file changed during validation, or the baseline's "
