@@ -55,9 +55,16 @@ def test_sha256_files_parallel_equals_sequential_and_openssl(files: dict[int, Pa
 
 def test_sha256_files_uses_threads_for_several_files(tmp_path: Path) -> None:
     names: set[str] = set()
+    # each worker's first chunk waits for the other worker's: with one thread doing all the
+    # work the barrier breaks (the test fails), and a busy machine cannot let one thread
+    # finish every file before the second starts
+    both = threading.Barrier(2, timeout=30)
 
     def sink(n: int) -> None:
-        names.add(threading.current_thread().name)
+        name = threading.current_thread().name
+        if name not in names:
+            names.add(name)
+            both.wait()
 
     paths = []
     for i in range(4):
