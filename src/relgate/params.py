@@ -14,6 +14,7 @@ stages and commands never re-parse YAML.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -278,6 +279,26 @@ class GateRule:
         return f"{self.metric}{where} {self.op} {self.value:g}"
 
 
+#: metrics that are not proportions: log loss and the output spread are >= 0, unbounded
+_UNBOUNDED_METRICS = ("log_loss", "mean_std")
+
+
+def _check_rule_can_pass(rule: GateRule, *, where: str) -> None:
+    """Refuse a rule that no value of its metric satisfies: every metric but log_loss and
+    mean_std lies in [0, 1] (so ``auc >= 95`` is a typo for 0.95), and those two in
+    [0, inf). A rule that can never pass would fail every release for a reason that is not
+    the model's."""
+    low, high = (0.0, math.inf) if rule.metric in _UNBOUNDED_METRICS else (0.0, 1.0)
+    never = {">=": rule.value > high, ">": rule.value >= high,
+             "<=": rule.value < low, "<": rule.value <= low}[rule.op]
+    if never:
+        span = "[0, inf)" if math.isinf(high) else "[0, 1]"
+        hint = (f"did you mean {rule.value / 100:g}?" if high == 1.0 and 1 < rule.value <= 100
+                else f"use a bound inside {span}")
+        raise ParamsError(f"{where}: {rule.describe()} can never pass: {rule.metric} lies in "
+                          f"{span}", hint=hint)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BaselineSpec:
     release: str | None
@@ -293,14 +314,16 @@ class GatesSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GatesSpec:
-        """Build from the ``gates:`` mapping (already schema-valid)."""
+        """Build from the ``gates:`` mapping (already schema-valid); a rule no value of its
+        metric can pass (``auc >= 95``) is a ParamsError."""
         base = data.get("baseline")
+        rules = tuple(GateRule(metric=r["metric"], op=r["op"], value=float(r["value"]),
+                               on=r.get("on", "point")) for r in data["rules"])
+        for i, rule in enumerate(rules):
+            _check_rule_can_pass(rule, where=f"gates.rules[{i}]")
         return cls(
             mode=data["mode"],
-            rules=tuple(
-                GateRule(metric=r["metric"], op=r["op"], value=float(r["value"]), on=r.get("on", "point"))
-                for r in data["rules"]
-            ),
+            rules=rules,
             baseline=None
             if base is None
             else BaselineSpec(

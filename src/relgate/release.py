@@ -184,11 +184,15 @@ class PromotionResult:
     message: str
     gates: Mapping[str, Any]
     reproduced: tuple[Reproduction, ...]
+    #: what the record could not say (no git commit to name): the release stands, but a
+    #: reader should know
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "path": str(self.path), "root_digest": self.root_digest,
             "created": self.created, "message": self.message, "gates": dict(self.gates),
+            "warnings": list(self.warnings),
             "reproduced": [
                 {"metric": r.metric, "field": r.field, "reported": r.reported,
                  "reproduced": r.reproduced, "delta": r.delta, "tolerance": r.tolerance, "ok": r.ok}
@@ -232,14 +236,19 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
 
     outcome = bundle.publish_bundle(target, build)
     done = built[-1]
+    warnings: list[str] = []
     if pinned is None:  # a release reproduced from its pin keeps its original publication record
-        _write_pin(mirror_path, _mirror(done.record, root=root, bundle_path=f"{spec.core_dir}/{spec.name}",
-                                        root_digest=outcome.root_digest))
+        mirror = _mirror(done.record, root=root, bundle_path=f"{spec.core_dir}/{spec.name}",
+                         root_digest=outcome.root_digest)
+        _write_pin(mirror_path, mirror)
+        if mirror["provenance"]["git_commit"] is None:
+            warnings.append(f"{root}: not a git repository with a commit, so the release record "
+                            f"names no git_commit; commit {mirror_path.name} to pin the release")
     message = outcome.message if outcome.created else (
         f"{target}: already published with identical content; nothing to do")
     return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
                            created=outcome.created, message=message, gates=done.verdict,
-                           reproduced=done.reproductions)
+                           reproduced=done.reproductions, warnings=tuple(warnings))
 
 
 #: inside the staging folder, the copies of evidence that is not published (the test split);
@@ -869,7 +878,8 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
             "data": {"path": spec.data, "sha256": shas["data"]},
         },
         "provenance": {
-            "params": thaw(params.raw), "seed": params.seed,
+            # the declared seed (null when params set none, rather than the default 0)
+            "params": thaw(params.raw), "seed": params.raw.get("seed"),
             "packages": package_versions(), "platform": platform_string(),
         },
     }

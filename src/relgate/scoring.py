@@ -515,16 +515,25 @@ def _labels(p: Path, y: np.ndarray, kind: str = "binary") -> np.ndarray:
         whole = np.isfinite(y) & (y >= 0) & (np.floor(y) == y) if y.dtype.kind == "f" else y >= 0
         if not bool(np.all(whole)):
             first = int(np.argmax(~whole))
-            raise DataError(f"{p}: y[{first}] = {y[first]!r} is not a class label "
+            raise DataError(f"{p}: y[{first}] = {plain_value(y[first])} is not a class label "
                             f"({int((~whole).sum())} such labels)",
                             hint="multi-class labels are whole numbers 0..K-1")
         return y.astype(np.int64)
     bad = ~((y == 0) | (y == 1))
     if bad.any():
         first = int(np.argmax(bad))
-        raise DataError(f"{p}: y[{first}] = {y[first]!r} is not 0 or 1 "
+        raise DataError(f"{p}: y[{first}] = {plain_value(y[first])} is not 0 or 1 "
                         f"({int(bad.sum())} such labels)", hint="labels must be 0 or 1")
     return y.astype(np.int8)
+
+
+def plain_value(v: Any) -> str:
+    """A label as a person writes it (``-1``, ``2.5``, ``nan``), never numpy's repr
+    (``np.int64(-1)``)."""
+    x = v.item() if hasattr(v, "item") else v
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return repr(x)
 
 
 # ---------------------------------------------------------------- scorer

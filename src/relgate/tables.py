@@ -45,7 +45,7 @@ import numpy as np
 
 from relgate.errors import DataError, InputError
 from relgate.hashing import open_regular
-from relgate.scoring import EvalData, TableSpecLike, _Rows
+from relgate.scoring import EvalData, TableSpecLike, _Rows, plain_value
 
 FORMATS = ("npz", "parquet", "csv")
 #: a page may decompress to at most this (pyarrow writes 1 MiB pages; the .npz reader holds
@@ -493,13 +493,6 @@ def _read_labels(p: Path, col: str, kind: str, chunks: Iterator[Any]) -> np.ndar
     return y
 
 
-def _plain(v: Any) -> str:
-    x = v.item() if hasattr(v, "item") else v
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x))
-    return repr(x)
-
-
 def _label_values(p: Path, col: str, y: np.ndarray, kind: str, offset: int) -> np.ndarray:
     if kind == "multiclass":
         with np.errstate(invalid="ignore"):
@@ -507,7 +500,7 @@ def _label_values(p: Path, col: str, y: np.ndarray, kind: str, offset: int) -> n
                 else (y >= 0)
         if not bool(np.all(whole)):
             first = int(np.argmax(~whole))
-            raise DataError(f"{p}: {col}[{offset + first}] = {_plain(y[first])} is not a class "
+            raise DataError(f"{p}: {col}[{offset + first}] = {plain_value(y[first])} is not a class "
                             f"label ({int((~whole).sum())} such labels in rows "
                             f"{offset}..{offset + len(y) - 1})",
                             hint="multi-class labels are whole numbers 0..K-1")
@@ -515,7 +508,7 @@ def _label_values(p: Path, col: str, y: np.ndarray, kind: str, offset: int) -> n
     bad = ~((y == 0) | (y == 1))
     if bad.any():
         first = int(np.argmax(bad))
-        raise DataError(f"{p}: {col}[{offset + first}] = {_plain(y[first])} is not 0 or 1 "
+        raise DataError(f"{p}: {col}[{offset + first}] = {plain_value(y[first])} is not 0 or 1 "
                         f"({int(bad.sum())} such labels in rows {offset}..{offset + len(y) - 1})",
                         hint="labels must be 0 or 1")
     return y.astype(np.int8)

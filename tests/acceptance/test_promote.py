@@ -173,6 +173,10 @@ def test_release_override_and_json_output(registry: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["name"] == "v1.0.1" and out["created"] is True
     assert verify_bundle(registry / "models/core/v1.0.1").ok
+    # the record inside the bundle says v1.0.1 everywhere, its recorded params included
+    record = json.loads((registry / "models/core/v1.0.1/release.json").read_text())
+    assert record["name"] == "v1.0.1"
+    assert record["provenance"]["params"]["release"]["name"] == "v1.0.1"
     bad = promote(registry, "--release", "../escape")
     assert bad.returncode == 2 and "release.name" in bad.stderr
 
@@ -299,3 +303,19 @@ def test_an_old_pin_without_an_environment_still_reads_and_rebuilds(
     res = cli("promote")
     assert res.code == 1
     assert "1.19.2 pinned" in res.err and "records no host environment" in res.err
+
+
+def test_what_the_record_cannot_say_is_said(registry: Path) -> None:
+    """No seed in params: the record says null, not the default 0. No git repository: the
+    release stands, but promote warns that the record names no commit (and --json says so)."""
+    text = (registry / "params.yaml").read_text()
+    assert "\nseed: 0\n" in text
+    (registry / "params.yaml").write_text(text.replace("\nseed: 0\n", "\n", 1))
+    proc = promote(registry, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "relgate: warning:" in proc.stderr and "names no git_commit" in proc.stderr
+    assert any("names no git_commit" in w for w in json.loads(proc.stdout)["warnings"])
+    record = json.loads((registry / BUNDLE / "release.json").read_text())
+    assert record["provenance"]["seed"] is None
+    mirror = json.loads((registry / "analysis" / "release_v1.0.0.json").read_text())
+    assert mirror["provenance"]["git_commit"] is None

@@ -175,7 +175,10 @@ def test_plain_decimal_integers_still_load(tmp_path: Path, text: str, expected: 
      ("1", 1)],
 )
 def test_plain_floats_still_load(tmp_path: Path, value: str, expected: float) -> None:
-    params = load_params(write(tmp_path, BASE.replace("value: 0.85}", f"value: {value}}}")))
+    # on log_loss ([0, inf)), so that every one of these is a bound a rule may have
+    doc = BASE.replace('{metric: auc, op: ">=", value: 0.85}',
+                       f'{{metric: log_loss, op: ">=", value: {value}}}')
+    params = load_params(write(tmp_path, doc))
     assert params.gates.rules[0].value == pytest.approx(expected)
 
 
@@ -365,3 +368,27 @@ def test_a_malformed_eval_data_is_bad_params(tmp_path: Path, body: str, fragment
     with pytest.raises(ParamsError) as info:
         load_params(write(tmp_path, BASE + body + "\n"))
     assert "eval_data" in info.value.message and fragment in info.value.message
+
+
+@pytest.mark.parametrize(("rule", "fragment", "hint"), [
+    ('{metric: auc, op: ">=", value: 95}', "auc >= 95 can never pass: auc lies in [0, 1]",
+     "did you mean 0.95?"),
+    ('{metric: f1, op: ">", value: 1}', "f1 > 1 can never pass", "inside [0, 1]"),
+    ('{metric: ece, op: "<", value: 0}', "ece < 0 can never pass", "inside [0, 1]"),
+    ('{metric: log_loss, op: "<=", value: -0.5}', "log_loss <= -0.5 can never pass: log_loss "
+     "lies in [0, inf)", "inside [0, inf)"),
+])
+def test_a_gate_no_value_of_its_metric_can_pass_is_refused(tmp_path: Path, rule: str,
+                                                           fragment: str, hint: str) -> None:
+    doc = BASE.replace('{metric: auc, op: ">=", value: 0.85}', rule)
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, doc))
+    assert fragment in info.value.message and hint in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("rule", ['{metric: auc, op: ">=", value: 1}',
+                                  '{metric: ece, op: "<=", value: 0}',
+                                  '{metric: log_loss, op: "<", value: 40}'])
+def test_a_gate_at_the_edge_of_its_metric_is_kept(tmp_path: Path, rule: str) -> None:
+    doc = BASE.replace('{metric: auc, op: ">=", value: 0.85}', rule)
+    assert load_params(write(tmp_path, doc)).gates.rules[0].value is not None

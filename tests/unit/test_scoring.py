@@ -227,7 +227,9 @@ def _bad(tmp_path: Path, **arrays: np.ndarray) -> Path:
     (lambda x, y: {"x": x.astype(np.float64), "y": y}, "'x' is float64, the model wants float32"),
     (lambda x, y: {"x": x[:, :1599], "y": y}, r"shape \[10, 1599\], the model wants"),
     (lambda x, y: {"x": x[:, None, :], "y": y}, r"shape \[10, 1, 1600\]"),
-    (lambda x, y: {"x": x, "y": y + 1}, r"y\[\d+\] = .* is not 0 or 1"),
+    (lambda x, y: {"x": x, "y": y + 1}, r"y\[\d+\] = 2 is not 0 or 1"),
+    (lambda x, y: {"x": x, "y": np.where(y == 1, -1, 0).astype(np.int64)},
+     r"y\[\d+\] = -1 is not 0 or 1"),  # the value as written, never np.int64(-1)
     (lambda x, y: {"x": x, "y": y[:5]}, "but y has 5 samples"),
     (lambda x, y: {"x": x, "y": y[:, None]}, r"y has shape \[10, 1\]"),
     (lambda x, y: {"x": x}, "no 'y'"),

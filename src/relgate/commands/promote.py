@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "reproduce the validation evidence, apply the gates and publish models/core/<release>/"
@@ -16,22 +17,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from relgate.params import load_params
+    from relgate.params import load_params, params_from_dict, thaw
     from relgate.release import promote
     from relgate.report import console, print_json
 
     params = load_params(args.params)
-    if args.release:
-        from relgate.params import thaw
-        from relgate.schemas import validate
-
+    if args.release:  # the params as if release.name said so: the record must not say otherwise
         raw = thaw(params.raw)
-        validate({**raw, "release": {**raw["release"], "name": args.release}}, "params",
-                 source="--release")
-        params = dataclasses.replace(params, release=dataclasses.replace(params.release, name=args.release))
+        params = params_from_dict({**raw, "release": {**raw["release"], "name": args.release}},
+                                  source=f"{args.params} with --release {args.release}")
     result = promote(params, root=Path(args.root))
+    for warning in result.warnings:
+        print(f"relgate: warning: {warning}", file=sys.stderr)
     if args.json:
         print_json(result.to_dict())
     else:
