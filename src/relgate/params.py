@@ -261,7 +261,19 @@ def parse_yaml(text: str, *, source: str) -> Any:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
+        if mark is not None:
+            line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+            op = _UNQUOTED_OP.search(line)
+            if op is not None:  # ">" starts a folded block in YAML: the commonest slip here
+                raise ParamsError(
+                    f"{source}: line {mark.line + 1}: op: {op.group(1)} must be quoted "
+                    "(YAML reads an unquoted > or < as the start of something else)",
+                    hint=f'write op: "{op.group(1)}"') from None
         raise ParamsError(f"{source}: invalid YAML{where}: {first}", hint="fix the syntax") from None
+
+
+#: a gate operator written without quotes (``op: >=``), which YAML cannot read as a string
+_UNQUOTED_OP = re.compile(r"\bop:\s*([<>]=?)(?=[\s,}]|$)")
 
 
 # ---------------------------------------------------------------- typed records

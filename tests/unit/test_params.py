@@ -392,3 +392,14 @@ def test_a_gate_no_value_of_its_metric_can_pass_is_refused(tmp_path: Path, rule:
 def test_a_gate_at_the_edge_of_its_metric_is_kept(tmp_path: Path, rule: str) -> None:
     doc = BASE.replace('{metric: auc, op: ">=", value: 0.85}', rule)
     assert load_params(write(tmp_path, doc)).gates.rules[0].value is not None
+
+
+@pytest.mark.parametrize("rule", ["    - {metric: auc, op: >=, value: 0.85}\n",
+                                  "    - metric: auc\n      op: >=\n      value: 0.85\n",
+                                  "    - {metric: auc, op: >, value: 0.85}\n"])
+def test_an_unquoted_operator_is_named_not_a_generic_yaml_error(tmp_path: Path, rule: str) -> None:
+    doc = BASE.replace('    - {metric: auc, op: ">=", value: 0.85}\n', rule)
+    assert doc != BASE
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, doc))
+    assert "must be quoted" in info.value.message and 'op: "' in (info.value.hint or "")
