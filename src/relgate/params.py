@@ -326,13 +326,10 @@ class GatesSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GatesSpec:
-        """Build from the ``gates:`` mapping (already schema-valid); a rule no value of its
-        metric can pass (``auc >= 95``) is a ParamsError."""
+        """Build from the ``gates:`` mapping (already schema-valid)."""
         base = data.get("baseline")
         rules = tuple(GateRule(metric=r["metric"], op=r["op"], value=float(r["value"]),
                                on=r.get("on", "point")) for r in data["rules"])
-        for i, rule in enumerate(rules):
-            _check_rule_can_pass(rule, where=f"gates.rules[{i}]")
         return cls(
             mode=data["mode"],
             rules=rules,
@@ -703,7 +700,7 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         source=source,
         raw=_freeze(doc),
         seed=int(doc.get("seed", 0)),
-        gates=GatesSpec.from_dict(doc["gates"]),
+        gates=_gates(doc["gates"], source=source),
         release=ReleaseSpec(
             name=rel["name"],
             promoted=ArtifactSpec(role="promoted", **rel["promoted"]),
@@ -742,6 +739,15 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),
     )
+
+
+def _gates(g: Mapping[str, Any], *, source: str) -> GatesSpec:
+    """``gates:`` typed; a rule no value of its metric can pass (``auc >= 95``) is refused
+    here, where params are read (GatesSpec itself judges any bound)."""
+    gates = GatesSpec.from_dict(g)
+    for i, rule in enumerate(gates.rules):
+        _check_rule_can_pass(rule, where=f"{source}: gates.rules[{i}]")
+    return gates
 
 
 def _eval_data(e: Mapping[str, Any]) -> EvalDataSpec:
