@@ -311,9 +311,15 @@ class TableData(EvalData):
         import pyarrow as pa
         from pyarrow import csv
 
-        head = csv.open_csv(fh, read_options=csv.ReadOptions(block_size=1 << 20,
-                                                              use_threads=False))
+        # the header comes from a copy of the first block: a streaming reader on *fh* reads
+        # ahead on pyarrow's IO threads, and would race the seek(0) and the pass below
+        # (measured: wrong columns or SIGABRT on files over one block)
+        block = fh.read(1 << 20)
+        cut = block.rfind(b"\n")
+        head = csv.open_csv(pa.BufferReader(block if cut < 0 else block[:cut + 1]),
+                            read_options=csv.ReadOptions(block_size=1 << 20, use_threads=False))
         header = tuple(head.schema.names)
+        del head
         names = list(header)
         if spec.label not in names:
             raise DataError(f"{p}: no label column {spec.label!r}; columns: "
