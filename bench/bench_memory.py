@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -45,6 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from harness import line  # noqa: E402
 from tests.support.ballast import ballast_model  # noqa: E402
+from tests.support.ballast import peak_rss as child_peak_rss  # noqa: E402
 from tests.support.registry import DIM, W_TRUE  # noqa: E402
 
 MODEL_MB = int(os.environ.get("RELGATE_BENCH_MODEL_MB", "256"))
@@ -88,20 +88,12 @@ for i in range(0, len(x), 256):
     session.run(None, {"x": x[i:i + 256]})
 """
 
-#: a fresh, small Python that runs a command and prints its exit code and peak RSS (KiB)
-_WRAPPER = ("import resource, subprocess, sys\n"
-            "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-            "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-
-
 def peak_rss(cmd: list[str], cwd: Path, *, ok: tuple[int, ...] = (0,)) -> int:
     """Peak RSS in bytes of *cmd* (and of its waited-for children, the probe among them)."""
-    out = subprocess.run([sys.executable, "-I", "-c", _WRAPPER, *cmd], cwd=cwd, check=True,
-                         capture_output=True, text=True)
-    code, kib = (int(v) for v in out.stdout.split())
+    code, nbytes = child_peak_rss(cmd, cwd)
     if code not in ok:
-        raise SystemExit(f"{' '.join(cmd)} failed ({code}): {out.stderr}")
-    return kib * 1024
+        raise SystemExit(f"{' '.join(cmd)} failed ({code})")
+    return nbytes
 
 
 def main() -> None:

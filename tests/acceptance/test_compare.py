@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.support.onnx_factory import write_npz
+from tests.support.torch_runs import export_onnx, tabular, train_mlp
 
 PARAMS = """\
 schema_version: 1
@@ -53,46 +53,11 @@ release:
 """
 
 
-def _tabular(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 8)).astype(np.float32)
-    logit = x[:, 0] * 1.5 - x[:, 1] + 0.8 * x[:, 2] * x[:, 3] - 0.7
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
-    return x, y
-
-
-def _export(net: Any) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(2, 8),), buf, dynamo=False, input_names=["x"],
-                          output_names=["logit"],
-                          dynamic_axes={"x": {0: "N"}, "logit": {0: "N"}})
-    return buf.getvalue()
-
-
 def _torch_run(x: np.ndarray, y: np.ndarray, *, seed: int, epochs: int,
                snapshots: tuple[int, ...]) -> list[bytes]:
     """A tiny MLP trained with a fixed seed; the ONNX export at each epoch in *snapshots*."""
-    import torch
-
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)).reshape(-1, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=0.03)
-    out = []
-    for epoch in range(1, epochs + 1):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(xt), yt).backward()
-        opt.step()
-        if epoch in snapshots:
-            net.eval()
-            out.append(_export(net))
-            net.train()
-    return out
+    return [export_onnx(net) for net in train_mlp(x, y, seed=seed, epochs=epochs,
+                                                  snapshots=snapshots)]
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +65,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """models/{a,b,c}.onnx (last epoch), models/b_ep*.onnx snapshots, val and test splits."""
     root = tmp_path_factory.mktemp("compare")
     (root / "models").mkdir()
-    x_tr, y_tr = _tabular(1500, 0)
+    x_tr, y_tr = tabular(1500, 0)
     for name, seed, epochs in (("a", 0, 60), ("b", 1, 60), ("c", 2, 8)):
         snaps = (40, 50, 60) if name == "b" else (epochs,)
         models = _torch_run(x_tr, y_tr, seed=seed, epochs=epochs, snapshots=snaps)
@@ -108,7 +73,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for epoch, model in zip(snaps[:-1], models[:-1], strict=True):
             (root / "models" / f"{name}_ep{epoch}.onnx").write_bytes(model)
     for split, n, seed in (("val", 1200, 1), ("test", 1500, 2)):
-        x, y = _tabular(n, seed)
+        x, y = tabular(n, seed)
         write_npz(root / "data" / f"{split}.npz", x=x, y=y)
     (root / "params.yaml").write_text(PARAMS)
     return root

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from tests.adversarial.conftest import assert_clean_failure
-from tests.support.ballast import MIB, W_CLASSES, ballast_model, python_vmsize_mb
+from tests.support.ballast import MIB, W_CLASSES, ballast_model, peak_rss, python_vmsize_mb
 from tests.support.registry import DIM, W_TRUE, make_registry
 
 MODEL_MB = 128
@@ -183,19 +183,8 @@ def test_inspect_of_inline_weights_that_cannot_fit_names_the_limit(big: Path,
 
 # ---------------------------------------------------------------- one session at a time
 
-#: a small Python that runs a command and prints its exit code and peak RSS (KiB): a forked
-#: child starts with its parent's peak, so the parent must be one that never held much
-_WRAPPER = ("import resource, subprocess, sys\n"
-            "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
-            "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-
-
 def _peak_rss(root: Path, *args: object) -> tuple[int, int]:
-    out = subprocess.run([sys.executable, "-I", "-c", _WRAPPER, sys.executable, "-m", "relgate",
-                          *map(str, args)], cwd=root, capture_output=True, text=True,
-                         check=True, timeout=300)
-    code, kib = (int(v) for v in out.stdout.split())
-    return code, kib * 1024
+    return peak_rss([sys.executable, "-m", "relgate", *map(str, args)], root, timeout=300)
 
 
 def _model_bytes(model: Path) -> int:

@@ -10,11 +10,9 @@ the relgate CLI; the winner is checked against scikit-learn's F1 on onnxruntime'
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from relgate.bundle import verify_bundle
 from relgate.jsonio import read_json
 from tests.support.onnx_factory import write_npz
 from tests.support.registry import relgate
+from tests.support.torch_runs import export_onnx, tabular, train_mlp
 
 PARAMS = """\
 schema_version: 1
@@ -53,61 +52,21 @@ release:
 """
 
 
-def _tabular(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 8)).astype(np.float32)
-    logit = x[:, 0] * 1.5 - x[:, 1] + 0.8 * x[:, 2] * x[:, 3] - 0.7
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
-    return x, y
-
-
-def _train(x: np.ndarray, y: np.ndarray, *, seed: int, epochs: int,
-           snapshots: tuple[int, ...]) -> list[Any]:
-    """A tiny MLP (fixed seed); a frozen copy of the net at each epoch in *snapshots*."""
-    import torch
-
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)).reshape(-1, 1)
-    opt = torch.optim.Adam(net.parameters(), lr=0.03)
-    out = []
-    for epoch in range(1, epochs + 1):
-        opt.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(net(xt), yt).backward()
-        opt.step()
-        if epoch in snapshots:
-            out.append(copy.deepcopy(net).eval())
-    return out
-
-
-def _onnx(net: Any) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(2, 8),), buf, dynamo=False, input_names=["x"],
-                          output_names=["logit"],
-                          dynamic_axes={"x": {0: "N"}, "logit": {0: "N"}})
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     root = tmp_path_factory.mktemp("seed004")
     (root / "runs").mkdir()
-    x_tr, y_tr = _tabular(1500, 0)
+    x_tr, y_tr = tabular(1500, 0)
     nets: dict[str, Any] = {}
     for name, seed, epochs, snaps in (("r1", 0, 60, (60,)), ("r2", 1, 60, (40, 50, 60)),
                                       ("r3", 2, 6, (6,))):
-        for i, net in enumerate(reversed(_train(x_tr, y_tr, seed=seed, epochs=epochs,
+        for i, net in enumerate(reversed(train_mlp(x_tr, y_tr, seed=seed, epochs=epochs,
                                                 snapshots=snaps))):
             tag = name if i == 0 else f"{name}_s{i}"
-            (root / "runs" / f"{tag}.onnx").write_bytes(_onnx(net))
+            (root / "runs" / f"{tag}.onnx").write_bytes(export_onnx(net))
             nets[tag] = net
     for split, n, seed in (("val", 1200, 1), ("test", 1500, 2)):
-        write_npz(root / "data" / f"{split}.npz", **dict(zip(("x", "y"), _tabular(n, seed),
+        write_npz(root / "data" / f"{split}.npz", **dict(zip(("x", "y"), tabular(n, seed),
                                                               strict=True)))
     (root / "params.yaml").write_text(PARAMS)
     return root, nets

@@ -68,3 +68,20 @@ def python_vmsize_mb() -> int:
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     return int(out.stdout) // 1024
+
+
+#: a fresh, small Python that runs a command and prints its exit code and peak RSS (KiB): a
+#: forked child starts with its parent's RSS high-water mark, so the parent must be one that
+#: never held much (not pytest, not a bench that built the models)
+_PEAK_RSS_WRAPPER = ("import resource, subprocess, sys\n"
+                     "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+                     "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+
+
+def peak_rss(cmd: list[str], cwd: Path, *, timeout: float = 600) -> tuple[int, int]:
+    """Exit code and peak RSS in bytes of *cmd* and its waited-for children (the guarded
+    probe child among them: whichever is larger)."""
+    out = subprocess.run([sys.executable, "-I", "-c", _PEAK_RSS_WRAPPER, *cmd], cwd=cwd,
+                         capture_output=True, text=True, check=True, timeout=timeout)
+    code, kib = (int(v) for v in out.stdout.split())
+    return code, kib * 1024
