@@ -63,7 +63,8 @@ def fuzz(session: nox.Session) -> None:
     """Longer property-based fuzzing of the untrusted-input readers."""
     _install(session)
     session.run("pytest", "tests/adversarial", "-m", "not slow or slow", *session.posargs,
-                env={**ENV, "RELGATE_FUZZ_EXAMPLES": os.environ.get("RELGATE_FUZZ_EXAMPLES", "5000")})
+                env={**ENV, "RELGATE_FUZZ_RANDOM": "1",
+                     "RELGATE_FUZZ_EXAMPLES": os.environ.get("RELGATE_FUZZ_EXAMPLES", "5000")})
 
 
 @nox.session(python=PYTHON)

@@ -31,7 +31,7 @@ from relgate.jsonio import dumps, loads_strict
 from relgate.manifest import Manifest, inspect_manifest, write_manifest
 from tests.adversarial.conftest import FUZZ_EXAMPLES
 
-EXAMPLES = settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=False,
+EXAMPLES = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
 FEWER = settings(EXAMPLES, max_examples=max(20, FUZZ_EXAMPLES // 4))
@@ -301,6 +301,24 @@ def test_report_commands_on_fuzzed_reports(judged: dict[str, Path], tmp_path_fac
         runs.append(("gate", path, "--params", params))
     for argv in runs:
         code, _out, err = run_cli(*argv)
+        assert_contract(code, err, " ".join(map(str, argv)))
+
+
+@pytest.mark.parametrize("confusion", [[[703, 326]], [[1, 2, 3], [4, 5, 6]], [[1, 2], [3]]])
+def test_report_commands_refuse_a_confusion_matrix_that_is_not_2_by_2(
+        judged: dict[str, Path], confusion: list[list[int]]) -> None:
+    """The crash a random draw found in CI (a binary report's confusion cut to one row):
+    every report command now refuses it as bad input, naming the field."""
+    report = json.loads(judged["report"].read_text())
+    report["confusion"] = confusion
+    path = judged["root"] / "fuzz" / "bad-confusion.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(_text(report))
+    for argv in [("report", path, "--format", f) for f in ("text", "md", "json")] + [
+            ("report", judged["report"], "--format", "md", "--baseline", path),
+            ("gate", path, "--params", judged["params"])]:
+        code, _out, err = run_cli(*argv)
+        assert code == 2 and "confusion:" in err and "expected 2 x 2" in err, (argv, code, err)
         assert_contract(code, err, " ".join(map(str, argv)))
 
 

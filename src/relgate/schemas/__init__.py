@@ -73,11 +73,35 @@ def validate(instance: Any, kind: str, *, source: str = "") -> None:
                           "which is not Unicode", hint="write the text as valid Unicode")
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(instance))
     if error is None:
+        problem = _confusion_shape(instance) if kind == "validation-report" else None
+        if problem is not None:
+            raise SchemaError(f"{where}confusion: {problem}",
+                              hint=f"see the '{kind}' schema (relgate schema show {kind})")
         return
     raise SchemaError(
         f"{where}{key_path(error.absolute_path)}: {_describe(error)}",
         hint=f"see the '{kind}' schema (relgate schema show {kind})",
     )
+
+
+def _confusion_shape(report: dict[str, Any]) -> str | None:
+    """Why a report's confusion matrix is not K x K (2 x 2 for a binary report), or None.
+
+    The schema cannot tie the matrix's shape to the task's K; every renderer relies on it.
+    """
+    matrix = report.get("confusion")
+    if matrix is None:
+        return None
+    task = report.get("task") or {}
+    multiclass = task.get("kind") == "multiclass"
+    k = task.get("n_classes") if multiclass else 2
+    shape = f"{len(matrix)} rows of {sorted({len(row) for row in matrix})} columns"
+    if k is None:
+        return None if all(len(row) == len(matrix) for row in matrix) else f"{shape}, not square"
+    if len(matrix) == k and all(len(row) == k for row in matrix):
+        return None
+    what = f"{k} classes" if multiclass else "a binary report: [[TN, FP], [FN, TP]]"
+    return f"{shape}; expected {k} x {k} ({what})"
 
 
 def _lone_surrogate(instance: Any) -> str | None:
