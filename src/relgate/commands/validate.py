@@ -67,6 +67,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="name of a --baseline given as an ONNX model (default: its stem)")
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON instead of a summary")
+    parser.add_argument("--record-verdict", action="store_true",
+                        help="exit 0 when gates fail (the report records the verdict, with a "
+                             "line on stderr): for a DVC stage, which would otherwise delete "
+                             "the report; relgate promote then refuses the model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         print_json(outcome.report)
     else:
         render_validation(outcome.report, console(), out=args.out)
+    if not outcome.passed and args.record_verdict:
+        sys.stderr.write(f"relgate: gates failed (recorded in {args.out}; relgate promote will "
+                         "refuse this model)\n")
+        return EXIT_OK
     return EXIT_OK if outcome.passed else EXIT_REFUSED
 
 
