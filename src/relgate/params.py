@@ -561,7 +561,8 @@ class Params:
     raw: Mapping[str, Any]
     seed: int
     gates: GatesSpec
-    release: ReleaseSpec
+    #: None when params have no ``release:`` section (validate and calibrate need none)
+    release_spec: ReleaseSpec | None
     evaluate: EvaluateSpec
     eval_data: EvalDataSpec = field(default_factory=EvalDataSpec)
     calibrate: CalibrateSpec
@@ -572,6 +573,17 @@ class Params:
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     export: Mapping[str, Any]
+
+    @property
+    def release(self) -> ReleaseSpec:
+        """The ``release:`` section; a ParamsError (exit 2) for a command that needs one
+        when the params have none."""
+        if self.release_spec is None:
+            raise ParamsError(f"{self.source}: no release: section (what to release: its name "
+                              "and the promoted model)",
+                              hint="add release: {name: v0.1.0, promoted: {path: MODEL.onnx}}, "
+                                   "or run relgate init")
+        return self.release_spec
 
     def for_variant(self, name: str) -> Params:
         """The params that judge variant *name* as if it were the promoted model: its own
@@ -691,8 +703,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         schemas.validate(doc, "params", source=source)
     except SchemaError as exc:
         raise ParamsError(exc.message, hint=exc.hint) from None
-    rel = doc["release"]
-    tol = rel.get("tolerance", 1e-6)
+    rel = doc.get("release")
+    tol = 1e-6 if rel is None else rel.get("tolerance", 1e-6)
     cal = doc.get("calibrate", {})
     val = doc.get("validate", {})
     contract = doc.get("contract")
@@ -701,7 +713,7 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         raw=_freeze(doc),
         seed=int(doc.get("seed", 0)),
         gates=_gates(doc["gates"], source=source),
-        release=ReleaseSpec(
+        release_spec=None if rel is None else ReleaseSpec(
             name=rel["name"],
             promoted=ArtifactSpec(role="promoted", **rel["promoted"]),
             variants=_variants(rel.get("variants", []), source=source, promoted=rel["promoted"],

@@ -590,3 +590,25 @@ def test_stages_write_the_reference_outputs_and_do_not_fail_on_gates(registry) -
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "fit on the test split" in done.stderr
+
+
+def test_calibrate_validate_and_gate_need_no_release_section(cli, registry) -> None:
+    """gates: alone is enough to judge a model (issue 18): the report is the same as with a
+    release: section; only promote needs one, and says so in one line (exit 2)."""
+    calib = _calibrated(cli, registry)
+    assert _validate(cli, registry, "--calibration", calib).code == 0
+    with_release = json.loads((registry / "analysis/validation_report.json").read_text())
+    params = registry / "params.yaml"
+    text = params.read_text()
+    params.write_text(text[:text.index("release:\n")])
+    assert "release" not in params.read_text()
+    assert _calibrate(cli, registry, out="analysis/cal2.json").code == 0
+    assert (registry / "analysis/cal2.json").read_bytes() == calib.read_bytes()
+    result = _validate(cli, registry, "--calibration", calib, out="analysis/r2.json")
+    assert result.code == 0, result.err
+    alone = json.loads((registry / "analysis/r2.json").read_text())
+    assert alone["metrics"] == with_release["metrics"] and alone["passed"] is True
+    assert cli("gate", registry / "analysis/r2.json", "--params", params).code == 0
+    refused = cli("promote", "--params", params, "--root", registry)
+    assert refused.code == 2 and refused.out == ""
+    assert refused.err.count("\n") == 1 and "no release: section" in refused.err
