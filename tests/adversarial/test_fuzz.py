@@ -294,7 +294,8 @@ def test_report_commands_on_fuzzed_reports(judged: dict[str, Path], tmp_path_fac
     path = folder / f"{kind}.json"
     path.write_bytes(_text(obj))
     params = judged["params"]
-    runs = [("report", path, "--format", data.draw(st.sampled_from(["text", "md", "json"]))),
+    runs = [("report", path, "--format", data.draw(st.sampled_from(["text", "md", "json",
+                                                                    "html"]))),
             ("report", path, "--format", "md", "--params", params),
             ("report", judged["report"], "--format", "md", "--baseline", path)]
     if kind == "report":

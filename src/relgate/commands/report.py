@@ -29,9 +29,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("report", metavar="REPORT",
                         help="a validation report (analysis/validation_report.json), a published "
                              "bundle folder (models/core/<release>/) or a release record")
-    parser.add_argument("--format", choices=("text", "md", "json"), default="text",
+    parser.add_argument("--format", choices=("text", "md", "json", "html"), default="text",
                         help="text: tables for a terminal; md: Markdown for a pull request or "
-                             "$GITHUB_STEP_SUMMARY; json: for scripts (default: %(default)s)")
+                             "$GITHUB_STEP_SUMMARY; json: for scripts; html: one offline file "
+                             "with the pictures as inline SVG (default: %(default)s)")
+    parser.add_argument("--plots-dir", metavar="DIR",
+                        help="where validate --plots-dir wrote roc.csv, pr.csv and "
+                             "reliability.csv, for the pictures (default: plots/ beside a "
+                             "report file)")
+    parser.add_argument("--pictures", metavar="DIR",
+                        help="also write each picture as DIR/<name>.svg and .png")
     parser.add_argument("--params", metavar="FILE",
                         help="re-judge the metrics with the gates: of this params file (in CI: "
                              "the base branch's copy); default: the gates recorded in the report")
@@ -69,7 +76,16 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(args.report, report=report, release=release, gates=gates,
                         gates_from=args.params, baseline=baseline)
 
-    if args.format == "md":
+    if args.format == "html" or args.pictures:
+        evidence = _evidence(args, report)
+        if args.pictures:
+            _write_pictures(evidence, Path(args.pictures))
+    if args.format == "html":
+        from relgate.report.html import html_document
+
+        sys.stdout.write(html_document(f"relgate report: {args.report}",
+                                       summary_markdown(summary), evidence))
+    elif args.format == "md":
         sys.stdout.write(summary_markdown(summary))
     elif args.format == "json":
         print_json(summary_json(summary))
@@ -82,6 +98,38 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
     return EXIT_REFUSED if args.fail_on_gate and not summary.passed else EXIT_OK
+
+
+def _evidence(args: argparse.Namespace, report: dict[str, Any] | None) -> Any:
+    """The pictures of *report*: curves from --plots-dir (default: plots/ beside a report
+    file; a bundle holds none), the sweep from the bundle's calibration.json or the
+    calibration the report names."""
+    from relgate.report.pictures import evidence_pictures
+
+    given = Path(args.report)
+    plots: Path | None = None if given.is_dir() else given.parent / "plots"
+    if args.plots_dir is not None:
+        plots = Path(args.plots_dir)
+        if not plots.is_dir():
+            from relgate.errors import UsageError
+
+            raise UsageError(f"--plots-dir {args.plots_dir}: not a folder",
+                             hint="give the folder validate --plots-dir wrote")
+    if given.is_dir():
+        calibration: Path | None = given / "calibration.json"
+    else:
+        named = ((report or {}).get("calibration") or {}).get("path")
+        calibration = None if named is None else Path(named)
+    return evidence_pictures(report, plots_dir=plots, calibration=calibration)
+
+
+def _write_pictures(evidence: Any, folder: Path) -> None:
+    from relgate.jsonio import atomic_write_bytes
+    from relgate.report.pictures import render_png, render_svg
+
+    for picture in evidence.pictures:
+        atomic_write_bytes(folder / f"{picture.name}.svg", render_svg(picture).encode("utf-8"))
+        atomic_write_bytes(folder / f"{picture.name}.png", render_png(picture))
 
 
 def load_records(path: str, *, what: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
