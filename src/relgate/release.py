@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relgate import schemas
 from relgate.errors import GateFailed, InputError, NotReproduced, PublishRefused, RelgateError
@@ -27,6 +27,9 @@ from relgate.jsonio import MAX_JSON_BYTES, dumps, loads_strict, read_capped, rea
 from relgate.manifest import FileDigest, compute_root_digest
 from relgate.params import ArtifactSpec, Params, thaw
 from relgate.provenance import package_versions, platform_string
+
+if TYPE_CHECKING:
+    from relgate.dvclinks import DvcCacheLinks
 
 RELEASE_FILE = "release.json"
 REPORT_FILE = "validation_report.json"
@@ -346,7 +349,7 @@ class _Built:
 
 def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject],
            unjudged: tuple[tuple[Any, Path], ...], pinned: Mapping[str, Any] | None,
-           mirror_path: Path, links: Any = None) -> _Built:
+           mirror_path: Path, links: DvcCacheLinks | None = None) -> _Built:
     """Steps 2-5 of DESIGN.md "Promotion", inside the private staging folder.
 
     Each evidence file is copied in once, hashed while copying; the copies are checked
@@ -435,7 +438,7 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
 
 
 def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, FileDigest],
-           evidence: Path, links: Any = None) -> _Judged:
+           evidence: Path, links: DvcCacheLinks | None = None) -> _Judged:
     """Steps 2-4 for one subject: stage its model, test split, calibration and report (each
     read once, hashed while copied), check them against the report, re-evaluate the staged
     copies at the report's threshold, compare within tolerance, and apply the gates of the
@@ -621,7 +624,7 @@ def _write_new(path: Path, data: bytes) -> FileDigest:
     return FileDigest(size=len(data), sha256=_digest(data))
 
 
-def _stage_model(src: Path, dst: Path, *, links: Any = None) -> Any:
+def _stage_model(src: Path, dst: Path, *, links: DvcCacheLinks | None = None) -> Any:
     """Copy a model and its external data files to *dst*, hashing while copying: its ModelDigest.
 
     The .onnx is read once, by the copy; the external data locations are read from the copy;
@@ -686,13 +689,14 @@ def _external_locations(model: Path, *, shown: Path) -> list[str]:
     return out
 
 
-def _links_for(links: Any, model: str) -> Any:
+def _links_for(links: DvcCacheLinks | None, model: str) -> DvcCacheLinks | None:
     """The registry's DVC cache links seen from the folder of the model at *model* (a
     registry path), or None when links are refused."""
     return None if links is None else links.at(str(PurePosixPath(model).parent))
 
 
-def _stage_external(dir_fd: int, model: Path, rel: str, dst: Path, *, links: Any = None) -> Any:
+def _stage_external(dir_fd: int, model: Path, rel: str, dst: Path, *,
+                    links: DvcCacheLinks | None = None) -> Any:
     """Copy one external data file from the model's folder (open *dir_fd*), hashing it;
     *links*: a DVC cache link is read through its cache entry (relgate.dvclinks)."""
     import errno
@@ -904,7 +908,7 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
         },
         "provenance": {
             # the declared seed (null when params set none, rather than the default 0)
-            "params": thaw(params.raw), "seed": params.raw.get("seed"),
+            "params": _recorded_params(params), "seed": params.raw.get("seed"),
             "packages": package_versions(), "platform": platform_string(),
         },
     }
@@ -913,6 +917,15 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
 #: the keys of a validation report's ``task`` block that a release record carries
 _TASK_KEYS = ("kind", "output", "output_type", "reducer", "positive", "n_classes", "classes",
               "top_k")
+
+
+def _recorded_params(params: Params) -> dict[str, Any]:
+    """The params a release record keeps: all of them but how files were read
+    (``release.allow_dvc_cache_links``), which is no property of the release: the same
+    evidence read through DVC's links or from copies builds the same bundle, byte for byte."""
+    doc = thaw(params.raw)
+    doc["release"].pop("allow_dvc_cache_links", None)
+    return dict(doc)
 
 
 def task_record(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -994,7 +1007,7 @@ def _sidecar_name_problem(rel: str, taken: Mapping[str, str]) -> str | None:
     return None
 
 
-def check_sidecars(params: Params, *, root: Path, links: Any = None) -> None:
+def check_sidecars(params: Params, *, root: Path, links: DvcCacheLinks | None = None) -> None:
     """Refuse ``release.files`` that promote could not ship as they are, before anything is
     written (InputError, exit 2): a path outside the registry, a name another bundle file has
     (release.json, manifest.json, README.md, calibration.json, validation_report.json, an
@@ -1032,7 +1045,8 @@ def check_sidecars(params: Params, *, root: Path, links: Any = None) -> None:
         os.close(root_fd)
 
 
-def _open_sidecar(root_fd: int, rel: str, *, links: Any = None) -> tuple[int, os.stat_result]:
+def _open_sidecar(root_fd: int, rel: str, *,
+                  links: DvcCacheLinks | None = None) -> tuple[int, os.stat_result]:
     """Open a sidecar under the registry root through no symlink, as a single-link regular
     file: ``(fd, fstat)``, or a one-line InputError. With *links* (the registry's DVC cache),
     a link into that cache is opened through the cache entry DVC names for it instead."""
@@ -1051,7 +1065,7 @@ def _open_sidecar(root_fd: int, rel: str, *, links: Any = None) -> tuple[int, os
             lst = None
         if lst is not None and is_link(lst):
             try:
-                return links.open_at(root_fd, name)  # type: ignore[no-any-return]
+                return links.open_at(root_fd, name)
             except LinkRefused as refused:
                 raise refused_input(what, refused.reason) from None
     try:
@@ -1078,7 +1092,7 @@ def _open_sidecar(root_fd: int, rel: str, *, links: Any = None) -> tuple[int, os
 
 
 def _stage_sidecars(params: Params, *, root: Path, staging: Path,
-                    files: dict[str, FileDigest], links: Any = None) -> list[dict[str, Any]]:
+                    files: dict[str, FileDigest], links: DvcCacheLinks | None = None) -> list[dict[str, Any]]:
     """Copy each ``release.files`` entry into *staging* once, hashing what is copied; add its
     digest to *files* and return its release-record entries (role ``file``). Sidecars are
     bytes: never parsed, never loaded as a model."""
