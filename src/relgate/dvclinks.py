@@ -69,18 +69,20 @@ class DvcCacheLinks:
     bytes of a repository-relative metadata file (``dvc.lock``, ``x.dvc``) or None (default:
     read from the working tree; fetch reads them from git at the fetched commit). *prefix*
     is the repository-relative folder the paths given to :meth:`open_at` are relative to.
-    When *repo* is None every link is refused with *why_none*.
+    *cache_dir*, when the caller knows it, saves asking DVC. When *repo* is None every link
+    is refused with *why_none*.
     """
 
     def __init__(self, repo: Path | None, *, read_meta: MetaReader | None = None,
-                 prefix: str = "", why_none: str = "", _shared: dict[str, Any] | None = None
-                 ) -> None:
+                 prefix: str = "", why_none: str = "", cache_dir: Path | None = None,
+                 _shared: dict[str, Any] | None = None) -> None:
         self.repo = repo
         self.prefix = prefix.strip("/")
         self.why_none = why_none
         self._read_meta = read_meta or self._read_worktree
         self._shared: dict[str, Any] = _shared if _shared is not None else {
-            "lock": threading.Lock(), "cache": None, "md5": {}, "dirs": {}}
+            "lock": threading.Lock(), "cache": None if cache_dir is None else str(cache_dir),
+            "md5": {}, "dirs": {}}
 
     # -- construction
 

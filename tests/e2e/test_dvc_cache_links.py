@@ -314,3 +314,38 @@ def test_a_symlink_swapped_between_the_check_and_the_open_is_refused(
     assert swapped
     monkeypatch.undo()
     assert run(cli, root, "verify", BUNDLE, FLAG).code == 0  # restored
+
+
+@pytest.mark.parametrize("cache_type", ["symlink", "hardlink"])
+def test_a_sidecar_tracked_by_dvc_ships_only_with_the_flag(linked: dict[str, Path],
+                                                         cache_type: str) -> None:
+    """``release.files``: a sidecar that dvc add turned into a cache link is bad input
+    naming the flag without it, and is opened through its cache entry with it."""
+    from relgate.dvclinks import DvcCacheLinks
+    from relgate.errors import InputError
+    from relgate.manifest import open_root
+    from relgate.params import load_params, params_from_dict, thaw
+    from relgate.release import _open_sidecar, check_sidecars
+
+    root = linked[cache_type]
+    side = root / "configs" / "deploy.json"
+    if not side.exists():
+        side.parent.mkdir()
+        side.write_text('{"sidecar": true}\n')
+        Tools(env=tool_env(root.parent / "home")).dvc("add", "-q", "configs/deploy.json", cwd=root)
+    assert link_kind(side) == cache_type
+    raw = thaw(load_params(root / "params.yaml").raw)
+    raw["release"]["files"] = [{"path": "configs/deploy.json"}]
+    params = params_from_dict(raw)
+    with pytest.raises(InputError) as refused:
+        check_sidecars(params, root=root)
+    assert "configs/deploy.json" in refused.value.one_line() and FLAG in refused.value.one_line()
+    links = DvcCacheLinks.for_folder(root)
+    check_sidecars(params, root=root, links=links)
+    root_fd = open_root(root)
+    try:
+        fd, _ = _open_sidecar(root_fd, "configs/deploy.json", links=links)
+        with os.fdopen(fd, "rb") as fh:
+            assert fh.read() == side.read_bytes()
+    finally:
+        os.close(root_fd)
