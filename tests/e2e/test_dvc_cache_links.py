@@ -1,12 +1,14 @@
 """DVC's cache.type link modes (issue 16 point 5), in real git + DVC repositories.
 
 For each cache.type (copy as the control, hardlink, symlink, and reflink where the
-filesystem supports it), the model is tracked with ``dvc add`` (its files become links
-into the cache), promoted, the bundle is tracked with ``dvc add`` (its files become links
-too), then verified, promoted again (already published) and fetched from the local
-registry (``dvc get`` links from its cache). Without ``--allow-dvc-cache-links`` each
-command refuses a link in one line (or reasons) naming the flag; with it each succeeds,
-and the manifest's sha256 is ``openssl dgst -sha256`` of the file read through the link.
+filesystem supports it: tmp_path's filesystem is probed with FICLONE and the test says why
+it cannot run where it cannot; ``--basetemp`` on an XFS or btrfs mount runs it), the model
+is tracked with ``dvc add`` (its files become links into the cache), promoted, the bundle
+is tracked with ``dvc add`` (its files become links too), then verified, promoted again
+(already published) and fetched from the local registry (``dvc get`` links from its
+cache). Without ``--allow-dvc-cache-links`` each command refuses a link in one line (or
+reasons) naming the flag; with it each succeeds, and the manifest's sha256 is ``openssl
+dgst -sha256`` of the file read through the link.
 
 The attacks: a symlink into the cache but to another entry than DVC's metadata names, a
 symlink out of the repository, a chain of symlinks, a dangling symlink, a cache entry
@@ -61,6 +63,16 @@ def reflink_problem(folder: Path) -> str | None:
         src.unlink()
         dst.unlink(missing_ok=True)
     return None
+
+
+def shares_extents(path: Path) -> bool | None:
+    """Whether ``filefrag -v`` (FIEMAP) flags the file's extents shared: a real reflink.
+    None when filefrag is not installed."""
+    if shutil.which("filefrag") is None:
+        return None
+    out = subprocess.run(["filefrag", "-v", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    return "shared" in out
 
 
 def link_kind(path: Path) -> str:
@@ -121,6 +133,8 @@ def test_verify_promote_and_fetch_with_each_cache_type(cli: Any, prepared: Path,
     root, tools = new_repo(prepared, tmp_path, cache_type)
     links = cache_type in ("hardlink", "symlink")
     assert link_kind(root / DATA) == EXPECTED_KIND[cache_type]
+    if cache_type == "reflink":
+        assert shares_extents(root / DATA) is not False  # DVC really reflinked it
     want = openssl_sha256(root / DATA)
 
     # promote: the model's external data is a link into the cache
