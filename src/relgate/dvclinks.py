@@ -41,6 +41,8 @@ PARAMS_KEY = "release.allow_dvc_cache_links"
 #: what a refusal of a link suggests (one clause, for hints and reason sentences)
 HINT = (f"if it is a link into this repository's DVC cache (cache.type hardlink or symlink), "
         f"pass {FLAG}; otherwise replace it with a copy of the file")
+#: the same, for promote, which also reads the params key
+PROMOTE_HINT = HINT.replace(f"pass {FLAG}", f"pass {FLAG} (or set {PARAMS_KEY}: true)")
 _MD5 = re.compile(r"[0-9a-f]{32}")
 _MAX_META_BYTES = 64 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

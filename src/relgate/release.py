@@ -703,7 +703,8 @@ def _stage_external(dir_fd: int, model: Path, rel: str, dst: Path, *,
     import stat
 
     from relgate import hashing
-    from relgate.dvclinks import HINT, LinkRefused, is_link, refused_input
+    from relgate.dvclinks import PROMOTE_HINT as HINT
+    from relgate.dvclinks import LinkRefused, is_link, refused_input
     from relgate.errors import ModelError
     from relgate.manifest import open_in_tree
     from relgate.onnxmodel import FileEntry
@@ -1053,7 +1054,8 @@ def _open_sidecar(root_fd: int, rel: str, *,
     import errno
     import stat
 
-    from relgate.dvclinks import HINT, LinkRefused, is_link, refused_input
+    from relgate.dvclinks import PROMOTE_HINT as HINT
+    from relgate.dvclinks import LinkRefused, is_link, refused_input
     from relgate.manifest import open_in_tree
 
     what = f"release.files: {rel}"
