@@ -118,7 +118,12 @@ class DvcCacheLinks:
         """The cache folder DVC's config names for the repository (``dvc cache dir``)."""
         with self._shared["lock"]:
             if self._shared["cache"] is None:
-                self._shared["cache"] = self._ask_dvc()
+                try:
+                    self._shared["cache"] = self._ask_dvc()
+                except LinkRefused as exc:  # asked once: every link is refused alike
+                    self._shared["cache"] = exc
+            if isinstance(self._shared["cache"], LinkRefused):
+                raise LinkRefused(self._shared["cache"].reason)
             return Path(self._shared["cache"])
 
     def _ask_dvc(self) -> str:
