@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from relgate.dvclinks import HINT as LINK_HINT
+from relgate.dvclinks import DvcCacheLinks, LinkRefused, is_link
 from relgate.errors import InputError, PublishRefused, RelgateError
 from relgate.hashing import WriteError, byte_progress, parallel_map, sha256_fd
 from relgate.jsonio import atomic_write_bytes, dumps, fsync_dir, loads_strict
@@ -53,6 +55,7 @@ from relgate.manifest import (
     open_root,
     read_manifest,
     read_manifest_bytes,
+    read_manifest_fd,
     scan_tree,
     show_path,
     sort_paths,
@@ -91,18 +94,24 @@ class NotRegular:
     path: str
     kind: str
     listed: bool
+    #: why a link was not accepted as a DVC cache link (with --allow-dvc-cache-links)
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "kind": self.kind, "listed": self.listed}
+        out: dict[str, Any] = {"path": self.path, "kind": self.kind, "listed": self.listed}
+        return {**out, "note": self.note} if self.note else out
 
 
 @dataclass(frozen=True, kw_only=True)
 class Hardlinked:
     path: str
     links: int
+    #: why the link was not accepted as a DVC cache link (with --allow-dvc-cache-links)
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "links": self.links}
+        out: dict[str, Any] = {"path": self.path, "links": self.links}
+        return {**out, "note": self.note} if self.note else out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,15 +177,23 @@ class VerifyResult:
         for n in self.not_regular:
             where = "listed in the manifest" if n.listed else "not in the manifest"
             out.append(f"{show_path(n.path)}: is a {n.kind} ({where}); a bundle holds regular "
-                       "files only, and it was not opened.")
+                       "files only, and it was not opened" + _link_advice(n.kind == "symlink"
+                                                                          and n.listed, n.note))
         out += [f"{show_path(h.path)}: is hardlinked ({h.links} links), so its bytes can change "
-                "through another name." for h in self.hardlinked]
+                "through another name" + _link_advice(True, h.note) for h in self.hardlinked]
         out += [f"manifest entry {show_path(b.path)}: {b.reason}." for b in self.bad_entries]
         out += [f"{show_path(u.path)}: {u.reason}." for u in self.unreadable]
         out += [f"{show_path(c.path)}: changed while it was read ({c.reason}); verify again once "
                 "nothing writes to the bundle." for c in self.changed]
         out += list(self.digest_problems)
         return out
+
+
+def _link_advice(link: bool, note: str) -> str:
+    """The end of a refused link's sentence: why it was not a DVC cache link, or the flag."""
+    if note:
+        return f"; not accepted as a DVC cache link: {note}."
+    return f" ({LINK_HINT})." if link else "."
 
 
 def normalise_digest(value: str | None, *, what: str = "--root-digest") -> str | None:
@@ -199,9 +216,13 @@ def verify_bundle(
     expected_root_digest: str | None = None,
     workers: int = 2,
     progress: bool = False,
+    dvc_links: DvcCacheLinks | None = None,
 ) -> VerifyResult:
     """Check *folder* against its manifest.json; a diff, never an exception for a mismatch.
 
+    With *dvc_links* (``--allow-dvc-cache-links``), a file that is a link into that DVC
+    cache, to the entry DVC's metadata names for it, is verified through the entry it
+    links to (relgate.dvclinks); any other link is refused as without it.
     Raises InputError/JSONFormatError/SchemaError (exit 2) only when the
     folder or the manifest itself cannot be read or is structurally invalid.
     """
@@ -210,9 +231,24 @@ def verify_bundle(
     root_fd = open_root(folder)
     try:
         source = str(Path(folder) / MANIFEST_NAME)
-        data = read_manifest_bytes(MANIFEST_NAME, dir_fd=root_fd, source=source)
+        data = _manifest_bytes(root_fd, source, dvc_links)
         reading = inspect_manifest(loads_strict(data, source=source), source=source)
         scan = scan_tree(root_fd)
+        # links into the DVC cache, accepted: the lstat of the link and the fstat of its entry
+        admitted: dict[str, tuple[TreeEntry, os.stat_result]] = {}
+        refused: dict[str, str] = {}
+        if dvc_links is not None:
+            for path, seen in scan.entries.items():
+                if path in reading.unsafe or (path not in reading.entries
+                                              and path != MANIFEST_NAME):
+                    continue
+                if seen.kind == "symlink" or (seen.regular and seen.nlink > 1):
+                    try:
+                        fd, st = dvc_links.open_at(root_fd, path)
+                        os.close(fd)
+                        admitted[path] = (seen, st)
+                    except LinkRefused as exc:
+                        refused[path] = exc.reason
 
         missing: list[str] = []
         extra: list[str] = []
@@ -227,21 +263,24 @@ def verify_bundle(
             if path in reading.unsafe:
                 continue
             got = scan.entries.get(path)
+            if path in admitted:
+                got = _as_entry(path, admitted[path][1])
             if got is None:
                 missing.append(path)
             elif not got.regular:
-                kinds.append(NotRegular(path=path, kind=got.kind, listed=True))
+                kinds.append(NotRegular(path=path, kind=got.kind, listed=True,
+                                        note=refused.get(path, "")))
             else:
-                if got.nlink > 1:
-                    links.append(Hardlinked(path=path, links=got.nlink))
+                if got.nlink > 1 and path not in admitted:
+                    links.append(Hardlinked(path=path, links=got.nlink, note=refused.get(path, "")))
                 if got.size != want.size:
                     sizes.append(SizeMismatch(path=path, expected=want.size, actual=got.size))
                 else:
                     to_hash.append((path, want, got))
         for path, got in scan.entries.items():
             if path == MANIFEST_NAME:
-                if got.nlink > 1:
-                    links.append(Hardlinked(path=path, links=got.nlink))
+                if got.nlink > 1 and path not in admitted:
+                    links.append(Hardlinked(path=path, links=got.nlink, note=refused.get(path, "")))
             elif path not in reading.entries:
                 if got.regular:
                     extra.append(path)
@@ -251,11 +290,14 @@ def verify_bundle(
         # Largest first, so big files are hashed side by side.
         to_hash.sort(key=lambda item: -item[1].size)
         with byte_progress(progress, (w.size for _, w, _ in to_hash)) as sink:
-            outcomes = list(parallel_map(lambda item: _check_file(root_fd, *item, sink), to_hash,
-                                         workers=workers))
+            outcomes = list(parallel_map(
+                lambda item: _check_file(root_fd, *item, sink,
+                                         via=dvc_links if item[0] in admitted else None),
+                to_hash, workers=workers))
         changed = _changed_since(root_fd, scan, data, source,
                                  {path: detail for (path, _, _), (what, detail)
-                                  in zip(to_hash, outcomes, strict=True) if what == "ok"})
+                                  in zip(to_hash, outcomes, strict=True) if what == "ok"},
+                                 links=dvc_links, admitted=admitted)
     finally:
         os.close(root_fd)
 
@@ -313,11 +355,47 @@ def verify_bundle(
     )
 
 
+def _manifest_bytes(root_fd: int, source: str, links: DvcCacheLinks | None) -> bytes:
+    """manifest.json's bytes: never through a link, unless *links* proves it a DVC cache link."""
+    if links is not None:
+        try:
+            st = os.stat(MANIFEST_NAME, dir_fd=root_fd, follow_symlinks=False)
+        except OSError:
+            st = None
+        if st is not None and is_link(st):
+            try:
+                fd, _ = links.open_at(root_fd, MANIFEST_NAME)
+            except LinkRefused as exc:
+                raise InputError(f"{source}: is a link, not accepted as a DVC cache link: "
+                                 f"{exc.reason}",
+                                 hint="run 'dvc checkout' to restore DVC's links, or replace "
+                                      "it with a copy") from None
+            return read_manifest_fd(fd, source=source)
+    return read_manifest_bytes(MANIFEST_NAME, dir_fd=root_fd, source=source)
+
+
+def _as_entry(path: str, st: os.stat_result) -> TreeEntry:
+    """A TreeEntry for the cache entry an accepted link leads to (what is hashed)."""
+    from relgate.hashing import file_kind
+
+    return TreeEntry(path=path, kind=file_kind(st.st_mode), size=st.st_size, dev=st.st_dev,
+                     ino=st.st_ino, nlink=st.st_nlink, mtime_ns=st.st_mtime_ns,
+                     ctime_ns=st.st_ctime_ns)
+
+
 def _check_file(root_fd: int, path: str, want: FileDigest, seen: TreeEntry,
-                sink: Callable[[int], None] | None) -> _Outcome:
-    """Hash one listed file, reading at most its declared size (plus a 1-byte probe)."""
+                sink: Callable[[int], None] | None,
+                via: DvcCacheLinks | None = None) -> _Outcome:
+    """Hash one listed file, reading at most its declared size (plus a 1-byte probe);
+    *via*: the file is an accepted DVC cache link, opened through its cache entry."""
     try:
-        fd, st = open_in_tree(root_fd, path)
+        if via is not None:
+            try:
+                fd, st = via.open_at(root_fd, path)
+            except LinkRefused as exc:
+                return "changed", f"no longer a DVC cache link ({exc.reason})"
+        else:
+            fd, st = open_in_tree(root_fd, path)
     except FileNotFoundError:
         return "missing", None
     except OSError as exc:
@@ -352,14 +430,18 @@ def _check_file(root_fd: int, path: str, want: FileDigest, seen: TreeEntry,
 
 
 def _changed_since(root_fd: int, scan: TreeScan, manifest_bytes: bytes, source: str,
-                   hashed: Mapping[str, tuple[int, ...]]) -> list[EntryProblem]:
+                   hashed: Mapping[str, tuple[int, ...]], *, links: DvcCacheLinks | None = None,
+                   admitted: Mapping[str, tuple[TreeEntry, os.stat_result]] | None = None,
+                   ) -> list[EntryProblem]:
     """Files that differ, after every file was hashed, from what was hashed or first listed.
 
     The folder is listed again (lstat, no file opened): a hashed file whose signature
     moved since its hash was taken was rewritten after it was read; an entry that
     appeared, vanished or changed kind since the first listing changed under the run.
-    The manifest is read again and must hold the same bytes.
+    The manifest is read again and must hold the same bytes. An accepted DVC cache link
+    must still be the same link, leading to the same, unwritten entry.
     """
+    admitted = admitted or {}
     again = scan_tree(root_fd)
     out: list[EntryProblem] = []
     for path in sort_paths({*scan.entries, *again.entries}):
@@ -367,6 +449,10 @@ def _changed_since(root_fd: int, scan: TreeScan, manifest_bytes: bytes, source: 
         if before is None or now is None:
             out.append(EntryProblem(path=path, reason="appeared during verification"
                                     if before is None else "removed during verification"))
+        elif path in admitted and links is not None:
+            problem = _link_moved(root_fd, links, path, now, admitted[path], hashed.get(path))
+            if problem:
+                out.append(EntryProblem(path=path, reason=problem))
         elif path in hashed and now.signature != hashed[path]:
             out.append(EntryProblem(path=path, reason="rewritten after it was hashed"))
         elif path not in hashed and path != MANIFEST_NAME and (now.kind, now.ino) != (
@@ -376,13 +462,32 @@ def _changed_since(root_fd: int, scan: TreeScan, manifest_bytes: bytes, source: 
         out.append(EntryProblem(path=folder + "/", reason="appeared during verification"
                                 if folder in again.folders else "removed during verification"))
     try:
-        manifest_now = read_manifest_bytes(MANIFEST_NAME, dir_fd=root_fd, source=source)
+        manifest_now = _manifest_bytes(root_fd, source, links)
     except RelgateError:
         manifest_now = None
     if manifest_now != manifest_bytes:
         out.append(EntryProblem(path=MANIFEST_NAME, reason="its bytes differ from the ones "
                                 "verification started with"))
     return out
+
+
+def _link_moved(root_fd: int, links: DvcCacheLinks, path: str, now: TreeEntry,
+                first: tuple[TreeEntry, os.stat_result],
+                hashed: tuple[int, ...] | None) -> str | None:
+    """Why an accepted DVC cache link is not, after hashing, what was checked and hashed."""
+    link, entry = first
+    if (now.kind, now.dev, now.ino) != (link.kind, link.dev, link.ino):
+        return "replaced during verification"
+    try:
+        fd, st = links.open_at(root_fd, path)
+        os.close(fd)
+    except LinkRefused as exc:
+        return f"no longer a DVC cache link ({exc.reason})"
+    if (st.st_dev, st.st_ino) != (entry.st_dev, entry.st_ino):
+        return "links to another file than the one verified"
+    if hashed is not None and stat_signature(st) != hashed:
+        return "rewritten after it was hashed"
+    return None
 
 
 # --------------------------------------------------------------------------- publication
@@ -417,6 +522,7 @@ def publish_bundle(
     lock_timeout: float = 60.0,
     workers: int = 2,
     on_step: Callable[[str], None] | None = None,
+    dvc_links: DvcCacheLinks | None = None,
 ) -> PublishOutcome:
     """Publish the folder that *build* fills at *target*, atomically, never overwriting.
 
@@ -428,6 +534,8 @@ def publish_bundle(
     and crash tests that kill the process at a given step).
     Raises PublishRefused (exit 1) when the target holds other content or a
     folder that does not verify, or when another publisher keeps the lock.
+    *dvc_links* (for the target's folder) lets a target already published and checked
+    out by DVC as links into its cache verify (``verify_bundle``).
     """
     target = Path(target)
     name = target.name
@@ -456,13 +564,13 @@ def publish_bundle(
         with PublishLock(parent, name, timeout=lock_timeout) as lock:
             notes += lock.notes
             step("locked")
-            existing = _existing_bundle(target, workers=workers)
+            existing = _existing_bundle(target, workers=workers, dvc_links=dvc_links)
             step("target-checked")
             if existing is None:
                 try:
                     rename_noreplace(staging, target)
                 except FileExistsError:  # only if someone bypassed the lock
-                    existing = _existing_bundle(target, workers=workers)
+                    existing = _existing_bundle(target, workers=workers, dvc_links=dvc_links)
                 else:
                     renamed = True
                     fsync_dir(parent)
@@ -511,7 +619,8 @@ def _differing_files(target: Path, manifest: Manifest) -> str:
     return f"{shown}{f' and {len(differ) - 6} more' if len(differ) > 6 else ''} differ"
 
 
-def _existing_bundle(target: Path, *, workers: int) -> VerifyResult | None:
+def _existing_bundle(target: Path, *, workers: int,
+                     dvc_links: DvcCacheLinks | None = None) -> VerifyResult | None:
     """None when *target* is absent; its verification when it is a complete bundle; else refuse."""
     try:
         st = os.lstat(target)
@@ -523,19 +632,26 @@ def _existing_bundle(target: Path, *, workers: int) -> VerifyResult | None:
         raise PublishRefused(f"{target}: exists and is a {file_kind(st.st_mode)}, not a bundle; "
                              "it is never replaced",
                              hint="move it away by hand, then publish again")
+    links_hint = "" if dvc_links is not None else (
+        " (a bundle DVC checked out as links into its cache verifies with "
+        "--allow-dvc-cache-links or release.allow_dvc_cache_links: true)")
     try:
-        result = verify_bundle(target, workers=workers)
+        result = verify_bundle(target, workers=workers, dvc_links=dvc_links)
     except RelgateError as exc:
+        linked = "symlink" in exc.message
         raise PublishRefused(
             f"{target}: exists but is not a complete bundle ({exc.message}); it is never replaced",
-            hint="inspect it and remove it by hand if it is debris, then publish again",
+            hint="inspect it and remove it by hand if it is debris"
+                 f"{links_hint if linked else ''}, then publish again",
         ) from None
     if not result.ok:
         reasons = result.reasons()
         more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        linked = bool(result.hardlinked or any(n.kind == "symlink" for n in result.not_regular))
         raise PublishRefused(
             f"{target}: exists but does not verify: {reasons[0]}{more}; it is never replaced",
-            hint=f"run 'relgate verify {target}', then remove it by hand if it is debris",
+            hint=f"run 'relgate verify {target}', then remove it by hand if it is debris"
+                 f"{links_hint if linked else ''}",
         )
     return result
 
@@ -587,10 +703,17 @@ def seal_tree(folder: Path) -> None:
     Folders are not made read-only: DVC must be able to unlink a bundle's files when it
     checks out a revision without that release (EACCES otherwise, for non-root users).
     Adding or removing a file is still caught by ``relgate verify`` (exact file set).
+    A symlink is left as it is, never followed (verification judges it).
     """
     for dirpath, dirnames, filenames in os.walk(folder, topdown=False, followlinks=False):
         for fname in filenames:
-            fd = os.open(os.path.join(dirpath, fname), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                fd = os.open(os.path.join(dirpath, fname),
+                             os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    continue
+                raise
             try:
                 os.fchmod(fd, 0o444)
                 os.fsync(fd)

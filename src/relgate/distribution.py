@@ -418,6 +418,7 @@ def fetch_bundle(
     *,
     rev: str | None = None,
     on_step: StepFn | None = None,
+    allow_dvc_cache_links: bool = False,
 ) -> FetchResult:
     """Download release *release* of *repo* with ``dvc get``, verify it, then move it to *out*.
 
@@ -428,6 +429,10 @@ def fetch_bundle(
     verification failure is returned (``placed=False``); a failed download or a
     missing pin raises Refusal (exit 1); bad input (existing *out*, unknown
     repository, revision or release) raises InputError (exit 2).
+    With *allow_dvc_cache_links*, files that ``dvc get`` linked from a local registry's own
+    DVC cache (its cache.type hardlink or symlink) are verified through the cache entries
+    the registry's metadata at the fetched commit names (relgate.dvclinks), and placed as
+    the links they are; any other link is refused.
     """
     from relgate.bundle import force_rmtree, rename_noreplace, seal_tree, verify_bundle
     from relgate.jsonio import fsync_dir
@@ -508,13 +513,19 @@ def fetch_bundle(
                           hint="a core bundle is a folder; check the release name")
         seal_tree(download)
         step("verifying")
+        links = _registry_links(repo, repo_dir, commit, bundle_path) \
+            if allow_dvc_cache_links else None
         try:
-            result = verify_bundle(download, expected_root_digest=pin.root_digest)
+            result = verify_bundle(download, expected_root_digest=pin.root_digest,
+                                   dvc_links=links)
         except RelgateError as exc:
-            raise VerificationFailed(f"{bundle_path} at {commit[:12]} does not verify: "
-                                     f"{exc.message}",
-                                     hint="the download is damaged or was tampered with; "
-                                          "nothing was written") from None
+            linked = links is None and "symlink" in exc.message
+            raise VerificationFailed(
+                f"{bundle_path} at {commit[:12]} does not verify: {exc.message}",
+                hint="dvc get linked it from the local registry's DVC cache (cache.type "
+                     "symlink); fetch with --allow-dvc-cache-links to accept such links; "
+                     "nothing was written" if linked else
+                     "the download is damaged or was tampered with; nothing was written") from None
         problems = [] if not result.ok else _release_name_problems(download, release)
         notes = [*cleaned, *([pin.note] if pin.note else [])]
         placed = False
@@ -538,6 +549,18 @@ def fetch_bundle(
         for folder in (work, download):
             if os.path.lexists(folder):
                 force_rmtree(folder)
+
+
+def _registry_links(repo: str, repo_dir: Path, commit: str, bundle_path: str) -> Any:
+    """The DVC cache links a download of *bundle_path* may hold: into a local registry's own
+    cache, as its metadata at *commit* names them; from a remote registry, none."""
+    from relgate.dvclinks import DvcCacheLinks
+
+    if not _is_local(repo):
+        return DvcCacheLinks(None, why_none=f"{repo} is not a local registry, so no link can "
+                                            "lead into its DVC cache")
+    return DvcCacheLinks(Path(_source(repo)), prefix=bundle_path,
+                         read_meta=lambda rel: _show(repo_dir, commit, rel))
 
 
 def _owner_tag() -> str:

@@ -370,8 +370,19 @@ def read_manifest_bytes(name: str | os.PathLike[str], *, dir_fd: int | None = No
                          hint="a bundle carries manifest.json; "
                               "write one with 'relgate manifest DIR'") from None
     except OSError as exc:
-        reason = "is a symlink" if exc.errno == errno.ELOOP else f"cannot open ({exc.strerror})"
-        raise InputError(f"{src}: {reason}", hint="manifest.json must be a regular file") from None
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{src}: is a symlink",
+                             hint="manifest.json must be a regular file (a link into this "
+                                  "repository's DVC cache is accepted with "
+                                  "--allow-dvc-cache-links)") from None
+        raise InputError(f"{src}: cannot open ({exc.strerror})",
+                         hint="manifest.json must be a regular file") from None
+    return read_manifest_fd(fd, source=src)
+
+
+def read_manifest_fd(fd: int, *, source: str) -> bytes:
+    """The bytes of a manifest file open as *fd* (non-blocking or not; closed here)."""
+    src = source
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

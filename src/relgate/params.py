@@ -380,6 +380,8 @@ class ReleaseSpec:
     files: tuple[ArtifactSpec, ...] = ()
     #: git tag template; ``{name}`` is the release name
     tag_template: str = "core@{name}"
+    #: accept files that are links into the registry's own DVC cache (relgate.dvclinks)
+    allow_dvc_cache_links: bool = False
 
     @property
     def tag(self) -> str:
@@ -720,6 +722,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
                                report=rel.get("report")),
             files=tuple(ArtifactSpec(role="file", **f) for f in rel.get("files", [])),
             tag_template=rel.get("tag", "core@{name}"),
+            allow_dvc_cache_links=_strict_bool(rel.get("allow_dvc_cache_links", False),
+                                               where=f"{source}: release.allow_dvc_cache_links"),
             tolerance=MappingProxyType(dict(tol) if isinstance(tol, dict) else {}),
             default_tolerance=float(tol) if not isinstance(tol, dict) else 1e-6,
             **{k: rel[k] for k in ("report", "calibration", "data", "core_dir") if k in rel},
@@ -751,6 +755,14 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),
     )
+
+
+def _strict_bool(value: Any, *, where: str) -> bool:
+    """A YAML boolean, exactly (the schema says so too): never a string such as "yes"."""
+    if type(value) is not bool:
+        raise ParamsError(f"{where}: {value!r} is not true or false",
+                          hint="write true or false, unquoted")
+    return value
 
 
 def _gates(g: Mapping[str, Any], *, source: str) -> GatesSpec:

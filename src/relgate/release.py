@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relgate import schemas
 from relgate.errors import GateFailed, InputError, NotReproduced, PublishRefused, RelgateError
@@ -27,6 +27,9 @@ from relgate.jsonio import MAX_JSON_BYTES, dumps, loads_strict, read_capped, rea
 from relgate.manifest import FileDigest, compute_root_digest
 from relgate.params import ArtifactSpec, Params, thaw
 from relgate.provenance import package_versions, platform_string
+
+if TYPE_CHECKING:
+    from relgate.dvclinks import DvcCacheLinks
 
 RELEASE_FILE = "release.json"
 REPORT_FILE = "validation_report.json"
@@ -201,7 +204,8 @@ class PromotionResult:
         }
 
 
-def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
+def promote(params: Params, *, root: Path | None = None,
+            allow_dvc_cache_links: bool = False) -> PromotionResult:
     """Promote ``params.release`` from the registry at *root* (default: the current folder).
 
     Every evidence file is read once, by copying it into the private staging folder while
@@ -209,16 +213,22 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
     re-evaluated and published. "Already published" means the bundle at the target is
     byte for byte (root digest) the one this promotion builds, and equal to the pin. The
     promoted model and every evaluated variant are judged alike, each on its own evidence.
+    With *allow_dvc_cache_links* (or ``release.allow_dvc_cache_links``), an external data
+    file, a sidecar or a published bundle's file that is a link into the registry's own DVC
+    cache is read through the cache entry DVC names for it (relgate.dvclinks).
     """
     from relgate import bundle
+    from relgate.dvclinks import DvcCacheLinks
 
     root = Path.cwd() if root is None else root
     spec = params.release
+    links = (DvcCacheLinks.for_folder(root) if allow_dvc_cache_links
+             or spec.allow_dvc_cache_links else None)
     subjects = [_subject(params, root=root, variant=None)]
     subjects += [_subject(params, root=root, variant=v) for v in spec.variants if v.evaluated]
     unjudged = tuple((v, _inside(root, v.path, f"artifact {v.path}"))
                      for v in spec.variants if not v.evaluated)
-    check_sidecars(params, root=root)  # before anything is written under core_dir
+    check_sidecars(params, root=root, links=links)  # before anything is written under core_dir
     target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
     mirror_path = root / "analysis" / f"release_{spec.name}.json"
     pinned = _read_pin(mirror_path)
@@ -231,10 +241,12 @@ def promote(params: Params, *, root: Path | None = None) -> PromotionResult:
 
     def build(staging: Path) -> dict[str, FileDigest]:
         built.append(_build(params, root=root, staging=staging, subjects=subjects,
-                            unjudged=unjudged, pinned=pinned, mirror_path=mirror_path))
+                            unjudged=unjudged, pinned=pinned, mirror_path=mirror_path,
+                            links=links))
         return dict(built[-1].files)
 
-    outcome = bundle.publish_bundle(target, build)
+    outcome = bundle.publish_bundle(
+        target, build, dvc_links=None if links is None else links.at(f"{spec.core_dir}/{spec.name}"))
     done = built[-1]
     warnings: list[str] = []
     if pinned is None:  # a release reproduced from its pin keeps its original publication record
@@ -337,7 +349,7 @@ class _Built:
 
 def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject],
            unjudged: tuple[tuple[Any, Path], ...], pinned: Mapping[str, Any] | None,
-           mirror_path: Path) -> _Built:
+           mirror_path: Path, links: DvcCacheLinks | None = None) -> _Built:
     """Steps 2-5 of DESIGN.md "Promotion", inside the private staging folder.
 
     Each evidence file is copied in once, hashed while copying; the copies are checked
@@ -350,7 +362,7 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
     files: dict[str, FileDigest] = {}
     evidence = staging / EVIDENCE_DIR
     evidence.mkdir()
-    judged = [_judge(s, root=root, staging=staging, files=files, evidence=evidence)
+    judged = [_judge(s, root=root, staging=staging, files=files, evidence=evidence, links=links)
               for s in subjects]
     main = judged[0]
     failed = [("" if j.subject.variant is None else f"variant {j.subject.variant}: ") + reason
@@ -369,7 +381,7 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
                                  "evaluation": _evaluation_record(j)}
     for variant, source in unjudged:
         staged = staging / variant.path
-        vdigest = _stage_model(source, staged)
+        vdigest = _stage_model(source, staged, links=_links_for(links, variant.path))
         files.update(_bundle_files(variant.path, vdigest))
         with _named_as({staged: variant.path}):
             entry = _artifact_record(variant, vdigest, None, path=staged)
@@ -377,7 +389,7 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
     artifacts = [_artifact_record(spec.promoted, main.digest, main.fresh["model"]["contract"],
                                   path=main.staged_model),
                  *(by_name[v.name] for v in spec.variants)]  # in params order
-    artifacts += _stage_sidecars(params, root=root, staging=staging, files=files)
+    artifacts += _stage_sidecars(params, root=root, staging=staging, files=files, links=links)
     parity = _stage_parity(params, root=root, staging=staging, files=files,
                            checked={"model": main.digest.sha256, "data": main.data_sha})
     shas = {"report": main.report_sha, "calibration": main.calibration_sha, "data": main.data_sha}
@@ -426,7 +438,7 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
 
 
 def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, FileDigest],
-           evidence: Path) -> _Judged:
+           evidence: Path, links: DvcCacheLinks | None = None) -> _Judged:
     """Steps 2-4 for one subject: stage its model, test split, calibration and report (each
     read once, hashed while copied), check them against the report, re-evaluate the staged
     copies at the report's threshold, compare within tolerance, and apply the gates of the
@@ -444,7 +456,8 @@ def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, Fil
         if os.path.lexists(model):
             raise InputError(f"{spec.promoted.path}: two models of the release share this path",
                              hint="give each artifact a path of its own")
-        digest = _stage_model(subject.model, model)
+        digest = _stage_model(subject.model, model,
+                              links=_links_for(links, spec.promoted.path))
         files.update(_bundle_files(spec.promoted.path, digest))
         # one folder per subject; "_promoted" is no variant's name (names start alphanumeric)
         folder = evidence / ("_promoted" if subject.variant is None else subject.variant)
@@ -611,7 +624,7 @@ def _write_new(path: Path, data: bytes) -> FileDigest:
     return FileDigest(size=len(data), sha256=_digest(data))
 
 
-def _stage_model(src: Path, dst: Path) -> Any:
+def _stage_model(src: Path, dst: Path, *, links: DvcCacheLinks | None = None) -> Any:
     """Copy a model and its external data files to *dst*, hashing while copying: its ModelDigest.
 
     The .onnx is read once, by the copy; the external data locations are read from the copy;
@@ -619,6 +632,8 @@ def _stage_model(src: Path, dst: Path) -> Any:
     component opened with O_NOFOLLOW), and only as a single-link regular file. The ONNX
     confinement checks (locations, offsets, lengths) then run on the staged copies, which
     nobody else can write, and must find exactly the files that were copied.
+    *links* (the model folder's view of the registry's DVC cache, or None): an external
+    data file that is a link into that cache is read through its cache entry.
     """
     from relgate import hashing
     from relgate.errors import ModelError
@@ -633,7 +648,7 @@ def _stage_model(src: Path, dst: Path) -> Any:
         dir_fd = open_root(src.parent)
         try:
             for rel in sorted(set(locations)):
-                entries[rel] = _stage_external(dir_fd, src, rel, dst.parent / rel)
+                entries[rel] = _stage_external(dir_fd, src, rel, dst.parent / rel, links=links)
         finally:
             os.close(dir_fd)
     with _named_as({dst: str(src)}):
@@ -674,36 +689,51 @@ def _external_locations(model: Path, *, shown: Path) -> list[str]:
     return out
 
 
-def _stage_external(dir_fd: int, model: Path, rel: str, dst: Path) -> Any:
-    """Copy one external data file from the model's folder (open *dir_fd*), hashing it."""
+def _links_for(links: DvcCacheLinks | None, model: str) -> DvcCacheLinks | None:
+    """The registry's DVC cache links seen from the folder of the model at *model* (a
+    registry path), or None when links are refused."""
+    return None if links is None else links.at(str(PurePosixPath(model).parent))
+
+
+def _stage_external(dir_fd: int, model: Path, rel: str, dst: Path, *,
+                    links: DvcCacheLinks | None = None) -> Any:
+    """Copy one external data file from the model's folder (open *dir_fd*), hashing it;
+    *links*: a DVC cache link is read through its cache entry (relgate.dvclinks)."""
     import errno
     import stat
 
     from relgate import hashing
+    from relgate.dvclinks import PROMOTE_HINT as HINT
+    from relgate.dvclinks import LinkRefused, is_link, refused_input
     from relgate.errors import ModelError
     from relgate.manifest import open_in_tree
     from relgate.onnxmodel import FileEntry
 
+    what = f"{model}: external data file {rel!r}"
+    via_cache = False
     try:
-        fd, st = open_in_tree(dir_fd, rel)
+        if links is not None and is_link(os.stat(rel, dir_fd=dir_fd, follow_symlinks=False)):
+            via_cache = True
+            try:
+                fd, st = links.open_at(dir_fd, rel)
+            except LinkRefused as refused:
+                raise refused_input(what, refused.reason) from None
+        else:
+            fd, st = open_in_tree(dir_fd, rel)
     except FileNotFoundError:
-        raise ModelError(f"{model}: external data file {rel!r} is missing",
+        raise ModelError(f"{what} is missing",
                          hint="copy the model together with its data file(s) (e.g. model.onnx.data)"
                          ) from None
     except OSError as exc:
         why = ("is or goes through a symlink; refusing to follow it out of the model's folder"
                if exc.errno in (errno.ELOOP, errno.ENOTDIR) else f"cannot be opened ({exc.strerror})")
-        raise ModelError(f"{model}: external data file {rel!r} {why}",
-                         hint="replace the symlink with the real file") from None
+        raise ModelError(f"{what} {why}", hint=HINT) from None
     try:
         if not stat.S_ISREG(st.st_mode):
-            raise ModelError(f"{model}: external data file {rel!r} is not a regular file",
-                             hint="re-export the model")
-        if st.st_nlink > 1:
-            raise ModelError(f"{model}: external data file {rel!r} is a hard-linked file "
-                             f"({st.st_nlink} links); it may be shared with a file outside the "
-                             "model's folder",
-                             hint="copy the file (cp --no-preserve=links) instead of hard-linking it")
+            raise ModelError(f"{what} is not a regular file", hint="re-export the model")
+        if st.st_nlink > 1 and not via_cache:
+            raise ModelError(f"{what} is a hard-linked file ({st.st_nlink} links); it may be "
+                             "shared with a file outside the model's folder", hint=HINT)
         dst.parent.mkdir(parents=True, exist_ok=True)
         size, sha = hashing.copy_and_hash(fd, dst)
     finally:
@@ -879,7 +909,7 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
         },
         "provenance": {
             # the declared seed (null when params set none, rather than the default 0)
-            "params": thaw(params.raw), "seed": params.raw.get("seed"),
+            "params": _recorded_params(params), "seed": params.raw.get("seed"),
             "packages": package_versions(), "platform": platform_string(),
         },
     }
@@ -888,6 +918,15 @@ def _release_record(params: Params, *, root: Path, shas: Mapping[str, str | None
 #: the keys of a validation report's ``task`` block that a release record carries
 _TASK_KEYS = ("kind", "output", "output_type", "reducer", "positive", "n_classes", "classes",
               "top_k")
+
+
+def _recorded_params(params: Params) -> dict[str, Any]:
+    """The params a release record keeps: all of them but how files were read
+    (``release.allow_dvc_cache_links``), which is no property of the release: the same
+    evidence read through DVC's links or from copies builds the same bundle, byte for byte."""
+    doc = thaw(params.raw)
+    doc["release"].pop("allow_dvc_cache_links", None)
+    return dict(doc)
 
 
 def task_record(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -969,7 +1008,7 @@ def _sidecar_name_problem(rel: str, taken: Mapping[str, str]) -> str | None:
     return None
 
 
-def check_sidecars(params: Params, *, root: Path) -> None:
+def check_sidecars(params: Params, *, root: Path, links: DvcCacheLinks | None = None) -> None:
     """Refuse ``release.files`` that promote could not ship as they are, before anything is
     written (InputError, exit 2): a path outside the registry, a name another bundle file has
     (release.json, manifest.json, README.md, calibration.json, validation_report.json, an
@@ -1001,29 +1040,44 @@ def check_sidecars(params: Params, *, root: Path) -> None:
     root_fd = open_root(root)
     try:
         for side in spec.files:
-            fd, _ = _open_sidecar(root_fd, side.path)
+            fd, _ = _open_sidecar(root_fd, side.path, links=links)
             os.close(fd)
     finally:
         os.close(root_fd)
 
 
-def _open_sidecar(root_fd: int, rel: str) -> tuple[int, os.stat_result]:
+def _open_sidecar(root_fd: int, rel: str, *,
+                  links: DvcCacheLinks | None = None) -> tuple[int, os.stat_result]:
     """Open a sidecar under the registry root through no symlink, as a single-link regular
-    file: ``(fd, fstat)``, or a one-line InputError."""
+    file: ``(fd, fstat)``, or a one-line InputError. With *links* (the registry's DVC cache),
+    a link into that cache is opened through the cache entry DVC names for it instead."""
     import errno
     import stat
 
+    from relgate.dvclinks import PROMOTE_HINT as HINT
+    from relgate.dvclinks import LinkRefused, is_link, refused_input
     from relgate.manifest import open_in_tree
 
     what = f"release.files: {rel}"
+    name = str(PurePosixPath(rel))
+    if links is not None:
+        try:
+            lst: os.stat_result | None = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except OSError:
+            lst = None
+        if lst is not None and is_link(lst):
+            try:
+                return links.open_at(root_fd, name)
+            except LinkRefused as refused:
+                raise refused_input(what, refused.reason) from None
     try:
-        fd, st = open_in_tree(root_fd, str(PurePosixPath(rel)))
+        fd, st = open_in_tree(root_fd, name)
     except FileNotFoundError:
         raise InputError(f"{what} does not exist", hint="run the pipeline first (dvc repro)") from None
     except OSError as exc:
         why = ("is or goes through a symlink; refusing to follow it out of the registry"
                if exc.errno in (errno.ELOOP, errno.ENOTDIR) else f"cannot be opened ({exc.strerror})")
-        raise InputError(f"{what} {why}", hint="ship the real file, not a link to it") from None
+        raise InputError(f"{what} {why}", hint=HINT) from None
     try:
         if not stat.S_ISREG(st.st_mode):
             from relgate.hashing import file_kind
@@ -1032,8 +1086,7 @@ def _open_sidecar(root_fd: int, rel: str) -> tuple[int, os.stat_result]:
                              hint="list files, not folders, in release.files")
         if st.st_nlink > 1:
             raise InputError(f"{what} is a hard-linked file ({st.st_nlink} links); it may be "
-                             "shared with a file outside the registry",
-                             hint="copy the file (cp --no-preserve=links) instead of hard-linking it")
+                             "shared with a file outside the registry", hint=HINT)
     except BaseException:
         os.close(fd)
         raise
@@ -1041,7 +1094,7 @@ def _open_sidecar(root_fd: int, rel: str) -> tuple[int, os.stat_result]:
 
 
 def _stage_sidecars(params: Params, *, root: Path, staging: Path,
-                    files: dict[str, FileDigest]) -> list[dict[str, Any]]:
+                    files: dict[str, FileDigest], links: DvcCacheLinks | None = None) -> list[dict[str, Any]]:
     """Copy each ``release.files`` entry into *staging* once, hashing what is copied; add its
     digest to *files* and return its release-record entries (role ``file``). Sidecars are
     bytes: never parsed, never loaded as a model."""
@@ -1056,7 +1109,7 @@ def _stage_sidecars(params: Params, *, root: Path, staging: Path,
         for side in params.release.files:
             name = str(PurePosixPath(side.path))
             dst = staging / name
-            fd, _ = _open_sidecar(root_fd, side.path)
+            fd, _ = _open_sidecar(root_fd, side.path, links=links)
             try:
                 try:
                     dst.parent.mkdir(parents=True, exist_ok=True)

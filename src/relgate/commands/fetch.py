@@ -23,6 +23,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "default branch)")
     parser.add_argument("--json", action="store_true",
                         help="print the outcome as JSON (verification, pin, files named)")
+    parser.add_argument("--allow-dvc-cache-links", action="store_true",
+                        help="accept files that dvc get linked from a local registry's own DVC "
+                             "cache (its cache.type hardlink or symlink), each to the entry the "
+                             "registry's metadata names for it; their bytes are still hashed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         if show:
             sys.stderr.write(f"relgate fetch: {message}\n")
 
-    result = fetch_bundle(args.repo, args.release, args.out, rev=args.rev, on_step=step)
+    result = fetch_bundle(args.repo, args.release, args.out, rev=args.rev, on_step=step,
+                          allow_dvc_cache_links=args.allow_dvc_cache_links)
     if args.json:
         print_json(result.to_dict())
     else:

@@ -14,6 +14,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--release", help="release name (default: release.name from params)")
     parser.add_argument("--root", default=".", help="the registry folder (default: current folder)")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    parser.add_argument("--allow-dvc-cache-links", action="store_true",
+                        help="accept evidence and bundle files that are links into the "
+                             "registry's own DVC cache (cache.type hardlink or symlink), as "
+                             "release.allow_dvc_cache_links: true does; their bytes are still "
+                             "hashed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         raw = thaw(params.raw)
         params = params_from_dict({**raw, "release": {**raw["release"], "name": args.release}},
                                   source=f"{args.params} with --release {args.release}")
-    result = promote(params, root=Path(args.root))
+    result = promote(params, root=Path(args.root), allow_dvc_cache_links=args.allow_dvc_cache_links)
     for warning in result.warnings:
         print(f"relgate: warning: {warning}", file=sys.stderr)
     if args.json:
