@@ -257,7 +257,7 @@ def test_a_stage_on_a_commit_no_tag_registers(tmp_path: Path, clock: Clock) -> N
     head = git("rev-parse", "HEAD", cwd=repo)
     with pytest.raises(InputError, match="no tag registers"):
         release_in_stage(repo, "prod", template="core@{name}", head=head)
-    with pytest.raises(InputError, match="stage 'staging'.*stages held: prod"):
+    with pytest.raises(InputError, match=r"stage 'staging'.*stages held: prod"):
         release_in_stage(repo, "staging", template="core@{name}", head=head)
     with pytest.raises(InputError, match="not GTO's"):
         release_in_stage(repo, "prod", template="core/{name}", head=head)
