@@ -362,3 +362,48 @@ def test_a_deprecation_in_the_second_of_a_commit_or_before_a_declared_head(
     git("commit", "-q", "-m", "declare core", cwd=other)
     assert relgate_view(other) == gto_view(other)
     assert relgate_view(other)["active"] is True
+
+
+def test_releases_of_a_registry_lists_stages_deprecation_and_what_it_cannot_place(
+        tmp_path: Path, clock: Clock, cli: Any) -> None:
+    """``relgate releases`` (records in git, no DVC): stages and deprecation per release, the
+    stage map, and a note for a stage on a bare commit or on a version without a record."""
+    from tests.unit.test_distribution import record, write_record
+
+    repo = tmp_path / "registry"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    (repo / "step.txt").write_text("registry")
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "registry", cwd=repo)
+    bare_commit = git("rev-parse", "HEAD", cwd=repo)  # no tag registers it
+    for name in ("v1.0.0", "v1.1.0", "v2.0.0"):
+        if name != "v2.0.0":  # v2.0.0 is registered with GTO but never released by relgate
+            write_record(repo, record(name))
+        (repo / "step.txt").write_text(name)
+        git("add", "-A", cwd=repo)
+        git("commit", "-q", "-m", name, cwd=repo)
+        clock.tick()
+        clock.tag(f"core@{name}", "HEAD", repo)
+    for stage, version in (("prod", "v1.0.0"), ("staging", "v1.1.0"), ("dev", "v2.0.0")):
+        clock.tick()
+        gto_api.assign(str(repo), "core", stage, version=version)
+    clock.tick()
+    gto_api.assign(str(repo), "core", "qa", ref=bare_commit, skip_registration=True)
+    clock.tick()
+    gto_api.deregister(str(repo), "core", version="v1.1.0")
+
+    bare = tmp_path / "registry.git"
+    git("clone", "-q", "--bare", str(repo), str(bare), cwd=tmp_path)
+    for source in (repo, bare):
+        result = cli("releases", source, "--json")
+        assert result.code == 0, result.err
+        listing = json.loads(result.out)
+        got = {r["name"]: (r["stages"], r["deprecated_by"]) for r in listing["releases"]}
+        assert got == {"v1.1.0": ([], "core@v1.1.0!"), "v1.0.0": (["prod"], None)}
+        expected = gto_view(repo)["stages"]
+        assert listing["stages"] == {"core": expected}
+        assert set(expected) == {"prod", "dev", "qa"}  # staging went with v1.1.0
+        assert any("stage qa" in n and "no tag registers" in n for n in listing["notes"])
+        assert any("stage dev" in n and "v2.0.0" in n and "no release record" in n
+                   for n in listing["notes"])
