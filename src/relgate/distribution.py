@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from relgate.errors import InputError, Refusal, RelgateError, VerificationFailed
+from relgate.errors import InputError, Refusal, RelgateError, UsageError, VerificationFailed
 
 RECORD_DIR = "analysis"
 CORE_DIR = "models/core"
@@ -363,6 +363,7 @@ class FetchResult:
     verify: Any  # relgate.bundle.VerifyResult (imported lazily)
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    stage: str | None = None  # the GTO stage the release was fetched for (--stage)
 
     @property
     def ok(self) -> bool:
@@ -377,7 +378,7 @@ class FetchResult:
             "commit": self.commit, "path": self.bundle_path, "out": self.out,
             "placed": self.placed, "root_digest": self.verify.root_digest,
             "pin": self.pin.to_dict(), "reasons": self.reasons(), "notes": list(self.notes),
-            "verify": self.verify.to_dict(),
+            "verify": self.verify.to_dict(), "stage": self.stage,
         }
 
 
@@ -413,12 +414,14 @@ def _dvc_tracks(repo_dir: Path, commit: str, path: str, *, exact: bool = False) 
 
 def fetch_bundle(
     repo: str,
-    release: str,
+    release: str | None,
     out: str | os.PathLike[str],
     *,
     rev: str | None = None,
     on_step: StepFn | None = None,
     allow_dvc_cache_links: bool = False,
+    stage: str | None = None,
+    allow_deprecated: bool = False,
 ) -> FetchResult:
     """Download release *release* of *repo* with ``dvc get``, verify it, then move it to *out*.
 
@@ -433,12 +436,25 @@ def fetch_bundle(
     DVC cache (its cache.type hardlink or symlink) are verified through the cache entries
     the registry's metadata at the fetched commit names (relgate.dvclinks), and placed as
     the links they are; any other link is refused.
+
+    With *stage* instead of *release*, the release is the one GTO's tags put in that stage
+    (relgate.lifecycle), fetched at its registration tag unless *rev* says otherwise. A
+    release GTO's tags deprecate is refused (Refusal) unless *allow_deprecated*.
     """
     from relgate.bundle import force_rmtree, rename_noreplace, seal_tree, verify_bundle
     from relgate.jsonio import fsync_dir
+    from relgate.lifecycle import check_stage, deprecation_of
 
     step = on_step or (lambda _msg: None)
-    _check_name(release)
+    if (release is None) == (stage is None):
+        raise UsageError("fetch: give a release name or --stage STAGE"
+                         + (", not both" if release is not None else ""),
+                         hint="e.g. 'relgate fetch REPO v1.0.0 -o DIR' or "
+                              "'relgate fetch REPO --stage prod -o DIR'")
+    if stage is not None:
+        check_stage(stage)
+    else:
+        _check_name(str(release))
     target = Path(out)
     if os.path.lexists(target):
         raise InputError(f"{target}: already exists; relgate fetch never overwrites",
@@ -463,6 +479,11 @@ def fetch_bundle(
     try:
         step(f"cloning {repo}")
         repo_dir = clone(repo, work / "repo")
+        head = resolve_rev(repo_dir, None, label=repo)
+        if stage is not None:
+            release, rev = _release_in_stage(repo_dir, stage, rev=rev, head=head)
+            step(f"stage {stage}: release {release}")
+        assert release is not None
         commit = resolve_rev(repo_dir, rev, label=repo)
         rec_source = f"{record_path(release)} at {commit[:12]}"
         record_data = _show(repo_dir, commit, record_path(release))
@@ -487,6 +508,15 @@ def fetch_bundle(
                    else f"{record_path(release)} has no bundle.root_digest")
                 + (f", no tag {tag}" if tag_pin is None else f", tag {tag} records no root digest"),
                 hint="'relgate releases REPO' lists the releases and their tags")
+        lifecycle_notes: list[str] = []
+        deprecated = deprecation_of(repo_dir, release, tag, head=head)
+        if deprecated is not None:
+            if not allow_deprecated:
+                raise Refusal(f"release {release!r} is deprecated ({deprecated}), so nothing "
+                              "was fetched", hint="pass --allow-deprecated to fetch it anyway; "
+                                                  "'relgate releases REPO' shows the current ones")
+            lifecycle_notes.append(f"release {release} is deprecated ({deprecated}); fetched "
+                                   "because --allow-deprecated was given")
         pin = choose_pin(record_pin, tag_pin, release=release, tag=tag,
                          where=f"{rev or 'HEAD'} (commit {commit[:12]})")
         step(f"downloading {bundle_path} at {commit[:12]} with dvc get")
@@ -527,7 +557,7 @@ def fetch_bundle(
                      "nothing was written" if linked else
                      "the download is damaged or was tampered with; nothing was written") from None
         problems = [] if not result.ok else _release_name_problems(download, release)
-        notes = [*cleaned, *([pin.note] if pin.note else [])]
+        notes = [*cleaned, *([pin.note] if pin.note else []), *lifecycle_notes]
         placed = False
         if result.ok and not problems:
             try:
@@ -544,7 +574,8 @@ def fetch_bundle(
         result = dataclasses.replace(result, folder=label)
         return FetchResult(release=release, repo=repo, rev=rev, commit=commit,
                            bundle_path=bundle_path, out=str(target), placed=placed, pin=pin,
-                           verify=result, problems=tuple(problems), notes=tuple(notes))
+                           verify=result, problems=tuple(problems), notes=tuple(notes),
+                           stage=stage)
     finally:
         for folder in (work, download):
             if os.path.lexists(folder):
@@ -561,6 +592,19 @@ def _registry_links(repo: str, repo_dir: Path, commit: str, bundle_path: str) ->
                                             "lead into its DVC cache")
     return DvcCacheLinks(Path(_source(repo)), prefix=bundle_path,
                          read_meta=lambda rel: _show(repo_dir, commit, rel))
+
+
+def _release_in_stage(repo_dir: Path, stage: str, *, rev: str | None,
+                      head: str) -> tuple[str, str]:
+    """(release, revision) for ``fetch --stage``: the release GTO puts in *stage* (the
+    artifact from ``release.tag`` at the default branch), at its registration tag unless
+    *rev* is given."""
+    from relgate.lifecycle import release_in_stage
+
+    template = tag_template(_show(repo_dir, head, "params.yaml"),
+                            source=f"params.yaml at {head[:12]}")
+    holder = release_in_stage(repo_dir, stage, template=template, head=head)
+    return _check_name(holder.version), rev or holder.registration or holder.commit
 
 
 def _owner_tag() -> str:
@@ -694,6 +738,9 @@ class ReleaseInfo:
     record: str
     bundle_path: str
     present: bool | None
+    #: GTO stages this release holds, and the tag that deprecated it (relgate.lifecycle)
+    stages: tuple[str, ...] = ()
+    deprecated_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -702,6 +749,8 @@ class ReleaseInfo:
             "metrics": dict(self.metrics), "created": self.created,
             "git_commit": self.git_commit, "record": self.record,
             "bundle_path": self.bundle_path, "present": self.present,
+            "stages": list(self.stages), "deprecated": self.deprecated_by is not None,
+            "deprecated_by": self.deprecated_by,
         }
 
 
@@ -714,10 +763,13 @@ class ReleaseListing:
     commit: str | None
     releases: tuple[ReleaseInfo, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: GTO artifact -> stage -> the version holding it
+    stages: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"repo": self.repo, "local": self.local, "commit": self.commit,
-                "releases": [r.to_dict() for r in self.releases], "notes": list(self.notes)}
+                "releases": [r.to_dict() for r in self.releases], "notes": list(self.notes),
+                "stages": {a: dict(s) for a, s in self.stages.items()}}
 
 
 HEADLINE_METRICS = ("auc", "f1")
@@ -813,6 +865,7 @@ def list_releases(repo: str = ".") -> ReleaseListing:
     import tempfile
 
     from relgate.jsonio import read_capped
+    from relgate.lifecycle import annotate
 
     if _is_local(repo) and not _is_bare(Path(repo)):
         root = Path(repo)
@@ -837,11 +890,15 @@ def list_releases(repo: str = ".") -> ReleaseListing:
         infos = [release_info(rec, source=src, present=_present(root, rec),
                               **_tag_kw(name, rec, tags, all_tags, template))
                  for name, (rec, src) in found.items()]
-        notes = () if git_dir is not None else (
-            f"{repo} is not the top of a git repository: tags are not listed",)
+        notes: list[str] = [] if git_dir is not None else [
+            f"{repo} is not the top of a git repository: tags are not listed"]
+        stages: dict[str, dict[str, str]] = {}
+        if git_dir is not None:
+            infos, stages, lifecycle_notes = annotate(infos, root, head=commit)
+            notes += lifecycle_notes
         return ReleaseListing(repo=repo, local=True, commit=commit,
                               releases=tuple(sorted(infos, key=_version_key, reverse=True)),
-                              notes=notes)
+                              notes=tuple(notes), stages=stages)
 
     with tempfile.TemporaryDirectory(prefix="relgate-releases-") as tmp:
         repo_dir = clone(repo, Path(tmp) / "repo")
@@ -862,8 +919,10 @@ def list_releases(repo: str = ".") -> ReleaseListing:
         infos = [release_info(rec, source=src, present=None,
                               **_tag_kw(name, rec, tags, all_tags, template))
                  for name, (rec, src) in found.items()]
+        infos, stages, lifecycle_notes = annotate(infos, repo_dir, head=commit)
         return ReleaseListing(repo=repo, local=False, commit=commit,
-                              releases=tuple(sorted(infos, key=_version_key, reverse=True)))
+                              releases=tuple(sorted(infos, key=_version_key, reverse=True)),
+                              notes=tuple(lifecycle_notes), stages=stages)
 
 
 def _tag_kw(name: str, record: Mapping[str, Any], tags: Mapping[str, tuple[str, str]],

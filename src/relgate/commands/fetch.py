@@ -14,7 +14,8 @@ HELP = ("download a release's core bundle with dvc get, verify it against the ro
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repo", metavar="REPO",
                         help="the registry: a git URL or the path of its git repository")
-    parser.add_argument("release", metavar="RELEASE", help="the release name, e.g. v1.0.0")
+    parser.add_argument("release", metavar="RELEASE", nargs="?", default=None,
+                        help="the release name, e.g. v1.0.0 (or --stage instead)")
     parser.add_argument("-o", "--out", required=True, metavar="DIR",
                         help="where the verified bundle goes; must not exist (never overwritten)")
     parser.add_argument("--rev", metavar="REV", default=None,
@@ -27,6 +28,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="accept files that dvc get linked from a local registry's own DVC "
                              "cache (its cache.type hardlink or symlink), each to the entry the "
                              "registry's metadata names for it; their bytes are still hashed")
+    parser.add_argument("--stage", metavar="STAGE", default=None,
+                        help="fetch the release GTO's tags put in this stage (e.g. prod: the "
+                             "newest core#prod#N on an active version, as 'gto show core#prod' "
+                             "says), at its registration tag unless --rev is given")
+    parser.add_argument("--allow-deprecated", action="store_true",
+                        help="fetch a release that GTO's tags deprecate (core@vX.Y.Z! or "
+                             "core@deprecated); refused (exit 1) without it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"relgate fetch: {message}\n")
 
     result = fetch_bundle(args.repo, args.release, args.out, rev=args.rev, on_step=step,
-                          allow_dvc_cache_links=args.allow_dvc_cache_links)
+                          allow_dvc_cache_links=args.allow_dvc_cache_links,
+                          stage=args.stage, allow_deprecated=args.allow_deprecated)
     if args.json:
         print_json(result.to_dict())
     else:

@@ -19,8 +19,9 @@ def fetch_lines(result: FetchResult) -> list[tuple[str, str]]:
     if result.ok:
         pinned = (f", matching the pin in {result.pin.source}" if result.pin.root_digest
                   else " (not pinned outside the bundle)")
-        lines = [("green", f"fetched and verified: release {result.release} from {where} -> "
-                           f"{result.out}"),
+        stage = f" (stage {result.stage})" if result.stage else ""
+        lines = [("green", f"fetched and verified: release {result.release}{stage} from {where} "
+                           f"-> {result.out}"),
                  ("", f"{verify.files} files, every byte matches manifest.json; root digest "
                       f"{verify.root_digest}{pinned}")]
     else:
@@ -46,13 +47,15 @@ def _present(value: bool | None) -> str:
     return "-" if value is None else ("yes" if value else "no")
 
 
-HEADERS = ("release", "tag", "created", "promoted", "auc", "f1", "root digest", "local")
+HEADERS = ("release", "tag", "created", "promoted", "auc", "f1", "root digest", "local",
+           "stage", "deprecated")
 
 
 def release_rows(listing: ReleaseListing) -> list[tuple[str, ...]]:
     return [(r.name, r.tag or "-", r.created, str(r.promoted.get("path", "-")),
              _metric(r.metrics.get("auc")), _metric(r.metrics.get("f1")),
-             r.root_digest or "-", _present(r.present))
+             r.root_digest or "-", _present(r.present), ",".join(r.stages) or "-",
+             r.deprecated_by or "no")
             for r in listing.releases]
 
 
