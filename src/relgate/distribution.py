@@ -204,6 +204,11 @@ def record_path(name: str) -> str:
     return f"{RECORD_DIR}/release_{name}.json"
 
 
+def signature_path(name: str) -> str:
+    """The release's OpenSSF model signature, beside its record (relgate.signing)."""
+    return f"{RECORD_DIR}/release_{name}.sig"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pin:
     """Where a pinned root digest came from (or why there is none)."""
@@ -363,6 +368,8 @@ class FetchResult:
     verify: Any  # relgate.bundle.VerifyResult (imported lazily)
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: the release's signature check (relgate.signing.SignatureCheck), None when unsigned
+    signature: Any = None
 
     @property
     def ok(self) -> bool:
@@ -378,6 +385,7 @@ class FetchResult:
             "placed": self.placed, "root_digest": self.verify.root_digest,
             "pin": self.pin.to_dict(), "reasons": self.reasons(), "notes": list(self.notes),
             "verify": self.verify.to_dict(),
+            "signature": None if self.signature is None else self.signature.to_dict(),
         }
 
 
@@ -418,6 +426,7 @@ def fetch_bundle(
     *,
     rev: str | None = None,
     on_step: StepFn | None = None,
+    trust: Any = None,
 ) -> FetchResult:
     """Download release *release* of *repo* with ``dvc get``, verify it, then move it to *out*.
 
@@ -517,6 +526,19 @@ def fetch_bundle(
                                           "nothing was written") from None
         problems = [] if not result.ok else _release_name_problems(download, release)
         notes = [*cleaned, *([pin.note] if pin.note else [])]
+        signature = None
+        if result.ok and not problems:  # a signed release must verify, or it is not placed
+            from relgate.signing import check_release_signature
+
+            step("checking the signature")
+            signature = check_release_signature(
+                download, result, trust=trust, work=work, label=f"{signature_path(release)} at "
+                f"{commit[:12]}", signature=_show(repo_dir, commit, signature_path(release)),
+                note=None if record_data is None else parse_record(
+                    record_data, source=rec_source, name=release).get("signature"))
+            if signature is not None:
+                problems += list(signature.reasons)
+                notes += list(signature.notes)
         placed = False
         if result.ok and not problems:
             try:
@@ -533,7 +555,8 @@ def fetch_bundle(
         result = dataclasses.replace(result, folder=label)
         return FetchResult(release=release, repo=repo, rev=rev, commit=commit,
                            bundle_path=bundle_path, out=str(target), placed=placed, pin=pin,
-                           verify=result, problems=tuple(problems), notes=tuple(notes))
+                           verify=result, problems=tuple(problems), notes=tuple(notes),
+                           signature=signature)
     finally:
         for folder in (work, download):
             if os.path.lexists(folder):
@@ -671,6 +694,8 @@ class ReleaseInfo:
     record: str
     bundle_path: str
     present: bool | None
+    #: who signed the bundle, as the record notes it (None: unsigned)
+    signer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -678,7 +703,7 @@ class ReleaseInfo:
             "root_digest": self.root_digest, "promoted": dict(self.promoted),
             "metrics": dict(self.metrics), "created": self.created,
             "git_commit": self.git_commit, "record": self.record,
-            "bundle_path": self.bundle_path, "present": self.present,
+            "bundle_path": self.bundle_path, "present": self.present, "signer": self.signer,
         }
 
 
@@ -717,6 +742,7 @@ def release_info(record: Mapping[str, Any], *, source: str, tag: str | None,
         metrics=metrics, created=record["created"],
         git_commit=record["provenance"].get("git_commit"), record=source,
         bundle_path=bundle.get("path") or f"{CORE_DIR}/{record['name']}", present=present,
+        signer=(record.get("signature") or {}).get("signer"),
     )
 
 

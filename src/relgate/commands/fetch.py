@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from relgate.commands._options import add_signature_trust, signature_trust
 from relgate.errors import EXIT_OK, EXIT_REFUSED
 
 HELP = ("download a release's core bundle with dvc get, verify it against the root digest git "
         "pins (the release record at that commit, else the annotated release tag; neither is a "
-        "refusal), then move it to -o DIR; nothing is left at DIR unless it verified")
+        "refusal) and, when the registry signed it, its signature, then move it to -o DIR; "
+        "nothing is left at DIR unless it verified")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "default branch)")
     parser.add_argument("--json", action="store_true",
                         help="print the outcome as JSON (verification, pin, files named)")
+    add_signature_trust(parser)  # default: the key or identity the release record names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         if show:
             sys.stderr.write(f"relgate fetch: {message}\n")
 
-    result = fetch_bundle(args.repo, args.release, args.out, rev=args.rev, on_step=step)
+    result = fetch_bundle(args.repo, args.release, args.out, rev=args.rev, on_step=step,
+                          trust=signature_trust(args))
     if args.json:
         print_json(result.to_dict())
     else:
