@@ -1,13 +1,13 @@
 """A release's provenance: an in-toto Statement with an SLSA Provenance v1 predicate.
 
 Promotion writes one per release beside the git-tracked release record
-(``analysis/release_<name>.provenance.json``): its subject is every file of the bundle
+(``analysis/provenance_<name>.json``): its subject is every file of the bundle
 (manifest.json included) with its sha256; its resolved dependencies are what the bundle
 was built from (the registry's git commit, the ``dvc.lock`` digest, the params digest,
 the evaluation data's sha256, the relgate version); its builder is relgate, or the
 GitHub Actions workflow run when promote runs in one. With signing on, the same signer
 signs it (a DSSE envelope in a Sigstore bundle, the library's format) into
-``analysis/release_<name>.provenance.sig``.
+``analysis/provenance_<name>.sig``.
 
 ``verify_attestation`` checks a Statement against the bundle it claims: schema
 ``provenance``, then subject = the bundle's files exactly, then, given a trust, the
@@ -37,11 +37,12 @@ MAX_ATTESTATION_BYTES = 64 * 1024 * 1024
 
 
 def attestation_path(name: str) -> str:
-    return f"analysis/release_{name}.provenance.json"
+    """Beside the record, outside the ``release_*.json`` names that ``releases`` lists."""
+    return f"analysis/provenance_{name}.json"
 
 
 def attestation_signature_path(name: str) -> str:
-    return f"analysis/release_{name}.provenance.sig"
+    return f"analysis/provenance_{name}.sig"
 
 
 def params_digest(params: Any) -> str:

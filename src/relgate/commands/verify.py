@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "files; needs --public-key, --certificate-chain or --identity")
     parser.add_argument("--attestation", metavar="PROVENANCE.json",
                         help="also check this provenance attestation (in-toto SLSA v1, "
-                             "analysis/release_<name>.provenance.json): schema, subject = the "
+                             "analysis/provenance_<name>.json): schema, subject = the "
                              "bundle's files; with a key option, its .sig beside it too")
     add_signature_trust(parser)
 
