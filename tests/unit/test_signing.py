@@ -350,3 +350,18 @@ def test_verification_bad_input_is_one_line_exit_2(case: str, bundle: Path,
         expect = "--identity and --issuer go together"
     line = assert_clean_failure(cli("verify", *args))
     assert expect in line, line
+
+
+def test_release_signing_params_are_typed() -> None:
+    from relgate.params import SigningSpec, params_from_dict
+
+    base = {"schema_version": 1, "gates": {"mode": "all", "rules": [
+        {"metric": "auc", "op": ">=", "value": 0.8}]},
+        "release": {"name": "v1.0.0", "promoted": {"path": "models/model.onnx"}}}
+    assert params_from_dict(base).release.signing is None
+    keyless = {**base, "release": {**base["release"], "signing": "sigstore"}}
+    assert params_from_dict(keyless).release.signing == SigningSpec(method="sigstore")
+    cert = {**base, "release": {**base["release"], "signing": {
+        "key": "k.pem", "certificate": "c.pem", "certificate_chain": ["ca.pem"]}}}
+    assert params_from_dict(cert).release.signing == SigningSpec(
+        method="certificate", key="k.pem", certificate="c.pem", certificate_chain=("ca.pem",))

@@ -60,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
                                          bundle_digests(args.bundle, result), trust=trust)
     ok = result.ok and all(c is None or c.ok for c in (signature, attestation))
     if args.json:
-        print_json({**result.to_dict(), "ok": ok,
-                    "signature": None if signature is None else signature.to_dict(),
-                    "attestation": None if attestation is None else attestation.to_dict()})
+        out = {**result.to_dict(), "ok": ok}  # the keys below only when asked for
+        if args.signature:
+            out["signature"] = None if signature is None else signature.to_dict()
+        if args.attestation:
+            out["attestation"] = None if attestation is None else attestation.to_dict()
+        print_json(out)
     else:
         lines = verify_lines(result)
         if signature is not None:
