@@ -560,7 +560,8 @@ def verify_signature(folder: str | os.PathLike[str], result: VerifyResult, signa
         verifier = _verifier(trust, Path(tmp))
         noise = io.StringIO()
         try:
-            with contextlib.redirect_stdout(noise):  # the library prints format warnings
+            # the library prints format warnings, and logs certificate ones: notes, not noise
+            with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
                 signed = verifier.verify(sig)
         except Exception as exc:  # every failure of the cryptographic check is a "no"
             return SignatureCheck(ok=False, signer=None, subject_digest=None, **base,
