@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -136,6 +137,8 @@ class VerifyResult:
     unreadable: tuple[EntryProblem, ...] = ()
     changed: tuple[EntryProblem, ...] = ()
     digest_problems: tuple[str, ...] = ()
+    #: sha256 of the manifest.json bytes verified (a signature covers the manifest too)
+    manifest_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -352,6 +355,7 @@ def verify_bundle(
         unreadable=by_path(unreadable),
         changed=by_path(changed),
         digest_problems=tuple(problems),
+        manifest_sha256=hashlib.sha256(data).hexdigest(),
     )
 
 

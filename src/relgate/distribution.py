@@ -204,6 +204,11 @@ def record_path(name: str) -> str:
     return f"{RECORD_DIR}/release_{name}.json"
 
 
+def signature_path(name: str) -> str:
+    """The release's OpenSSF model signature, beside its record (relgate.signing)."""
+    return f"{RECORD_DIR}/release_{name}.sig"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pin:
     """Where a pinned root digest came from (or why there is none)."""
@@ -364,6 +369,8 @@ class FetchResult:
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     stage: str | None = None  # the GTO stage the release was fetched for (--stage)
+    #: the release's signature check (relgate.signing.SignatureCheck), None when unsigned
+    signature: Any = None
 
     @property
     def ok(self) -> bool:
@@ -379,6 +386,7 @@ class FetchResult:
             "placed": self.placed, "root_digest": self.verify.root_digest,
             "pin": self.pin.to_dict(), "reasons": self.reasons(), "notes": list(self.notes),
             "verify": self.verify.to_dict(), "stage": self.stage,
+            "signature": None if self.signature is None else self.signature.to_dict(),
         }
 
 
@@ -422,6 +430,7 @@ def fetch_bundle(
     allow_dvc_cache_links: bool = False,
     stage: str | None = None,
     allow_deprecated: bool = False,
+    trust: Any = None,
 ) -> FetchResult:
     """Download release *release* of *repo* with ``dvc get``, verify it, then move it to *out*.
 
@@ -558,6 +567,19 @@ def fetch_bundle(
                      "the download is damaged or was tampered with; nothing was written") from None
         problems = [] if not result.ok else _release_name_problems(download, release)
         notes = [*cleaned, *([pin.note] if pin.note else []), *lifecycle_notes]
+        signature = None
+        if result.ok and not problems:  # a signed release must verify, or it is not placed
+            from relgate.signing import check_release_signature
+
+            step("checking the signature")
+            signature = check_release_signature(
+                download, result, trust=trust, work=work, label=f"{signature_path(release)} at "
+                f"{commit[:12]}", signature=_show(repo_dir, commit, signature_path(release)),
+                note=None if record_data is None else parse_record(
+                    record_data, source=rec_source, name=release).get("signature"))
+            if signature is not None:
+                problems += list(signature.reasons)
+                notes += list(signature.notes)
         placed = False
         if result.ok and not problems:
             try:
@@ -575,7 +597,7 @@ def fetch_bundle(
         return FetchResult(release=release, repo=repo, rev=rev, commit=commit,
                            bundle_path=bundle_path, out=str(target), placed=placed, pin=pin,
                            verify=result, problems=tuple(problems), notes=tuple(notes),
-                           stage=stage)
+                           stage=stage, signature=signature)
     finally:
         for folder in (work, download):
             if os.path.lexists(folder):
@@ -741,6 +763,8 @@ class ReleaseInfo:
     #: GTO stages this release holds, and the tag that deprecated it (relgate.lifecycle)
     stages: tuple[str, ...] = ()
     deprecated_by: str | None = None
+    #: who signed the bundle, as the record notes it (None: unsigned)
+    signer: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -751,6 +775,7 @@ class ReleaseInfo:
             "bundle_path": self.bundle_path, "present": self.present,
             "stages": list(self.stages), "deprecated": self.deprecated_by is not None,
             "deprecated_by": self.deprecated_by,
+            "signer": self.signer,
         }
 
 
@@ -792,6 +817,7 @@ def release_info(record: Mapping[str, Any], *, source: str, tag: str | None,
         metrics=metrics, created=record["created"],
         git_commit=record["provenance"].get("git_commit"), record=source,
         bundle_path=bundle.get("path") or f"{CORE_DIR}/{record['name']}", present=present,
+        signer=(record.get("signature") or {}).get("signer"),
     )
 
 

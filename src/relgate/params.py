@@ -366,6 +366,32 @@ class VariantSpec(ArtifactSpec):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SigningSpec:
+    """``release.signing``: how promote signs the bundle (relgate.signing). ``method`` is
+    ``key`` (an EC private key), ``certificate`` (the key with its signing certificate and
+    chain) or ``sigstore`` (keyless, from the CI's OIDC identity). Paths are relative to the
+    registry root unless absolute; a key's passphrase is read from the environment variable
+    ``password_env`` names, never from params."""
+
+    method: str
+    key: str | None = None
+    certificate: str | None = None
+    certificate_chain: tuple[str, ...] = ()
+    password_env: str | None = None
+
+
+def _signing(value: Any) -> SigningSpec | None:
+    if value is None:
+        return None
+    if value == "sigstore":
+        return SigningSpec(method="sigstore")
+    return SigningSpec(method="certificate" if "certificate" in value else "key", key=value["key"],
+                       certificate=value.get("certificate"),
+                       certificate_chain=tuple(value.get("certificate_chain", ())),
+                       password_env=value.get("password_env"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReleaseSpec:
     name: str
     promoted: ArtifactSpec
@@ -382,6 +408,8 @@ class ReleaseSpec:
     tag_template: str = "core@{name}"
     #: accept files that are links into the registry's own DVC cache (relgate.dvclinks)
     allow_dvc_cache_links: bool = False
+    #: sign the bundle at promote (None: unsigned)
+    signing: SigningSpec | None = None
 
     @property
     def tag(self) -> str:
@@ -724,6 +752,7 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
             tag_template=rel.get("tag", "core@{name}"),
             allow_dvc_cache_links=_strict_bool(rel.get("allow_dvc_cache_links", False),
                                                where=f"{source}: release.allow_dvc_cache_links"),
+            signing=_signing(rel.get("signing")),
             tolerance=MappingProxyType(dict(tol) if isinstance(tol, dict) else {}),
             default_tolerance=float(tol) if not isinstance(tol, dict) else 1e-6,
             **{k: rel[k] for k in ("report", "calibration", "data", "core_dir") if k in rel},

@@ -232,6 +232,11 @@ def promote(params: Params, *, root: Path | None = None,
     target = _inside(root, f"{spec.core_dir}/{spec.name}", "release.core_dir", must_exist=False)
     mirror_path = root / "analysis" / f"release_{spec.name}.json"
     pinned = _read_pin(mirror_path)
+    signer = None  # the key is checked before anything is written: a bad one is exit 2
+    if spec.signing is not None and pinned is None:
+        from relgate.signing import load_signer
+
+        signer = load_signer(spec.signing, root=root)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -252,6 +257,7 @@ def promote(params: Params, *, root: Path | None = None,
     if pinned is None:  # a release reproduced from its pin keeps its original publication record
         mirror = _mirror(done.record, root=root, bundle_path=f"{spec.core_dir}/{spec.name}",
                          root_digest=outcome.root_digest)
+        mirror.update(_sign_and_attest(target, mirror, root=root, signer=signer))
         _write_pin(mirror_path, mirror)
         if mirror["provenance"]["git_commit"] is None:
             warnings.append(f"{root}: not a git repository with a commit, so the release record "
@@ -261,6 +267,32 @@ def promote(params: Params, *, root: Path | None = None,
     return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
                            created=outcome.created, message=message, gates=done.verdict,
                            reproduced=done.reproductions, warnings=tuple(warnings))
+
+
+def _sign_and_attest(target: Path, mirror: Mapping[str, Any], *, root: Path,
+                     signer: Any) -> dict[str, Any]:
+    """The pin's ``signature`` and ``attestation`` notes: the bundle signed (when
+    ``release.signing`` is set) and its provenance Statement written, beside the record.
+    Both are built from the manifest promote just wrote from the bytes it copied: nothing
+    is hashed again."""
+    from relgate.attestation import write_attestation
+    from relgate.signing import bundle_digests, sign_digests
+
+    name = mirror["name"]
+    digests = bundle_digests(target)
+    try:
+        (root / "analysis").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{root / 'analysis'}: cannot create ({exc.strerror})",
+                         hint="check permissions") from None
+    notes: dict[str, Any] = {}
+    if signer is not None:
+        rel = f"analysis/release_{name}.sig"
+        notes["signature"] = sign_digests(name, digests, signer, root / rel,
+                                          label=rel).to_record()
+    notes["attestation"] = write_attestation(root=root, name=name, digests=digests,
+                                             record=mirror, signer=signer)
+    return notes
 
 
 #: inside the staging folder, the copies of evidence that is not published (the test split);
@@ -821,7 +853,8 @@ def _pinned_bundle_files(pinned: Mapping[str, Any]) -> dict[str, str]:
         out[CALIBRATION_FILE] = pinned["evidence"]["calibration"]["sha256"]
     if pinned["evidence"].get("parity") is not None:
         out[PARITY_FILE] = pinned["evidence"]["parity"]["sha256"]
-    record = {k: v for k, v in pinned.items() if k not in ("created", "bundle")}
+    record = {k: v for k, v in pinned.items()
+              if k not in ("created", "bundle", "signature", "attestation")}
     record["provenance"] = {k: v for k, v in pinned["provenance"].items()
                             if k not in _PUBLICATION_FACTS}
     out[RELEASE_FILE] = _digest(dumps(record))

@@ -260,6 +260,48 @@ CASES: dict[str, Case] = {
 }
 
 
+def _signed_bundle(root: Path) -> tuple[Path, Path, Path]:
+    """A small bundle with its manifest, and a key pair: (bundle, private key, public key)."""
+    from relgate.cli import main
+    from tests.support.keys import ec_key_pair
+
+    bundle = root / "hostile" / "bundle"
+    bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / "model.onnx").write_bytes(b"weights")
+    assert main(["manifest", str(bundle)]) == 0
+    return (bundle, *ec_key_pair(root / "hostile" / "keys"))
+
+
+def _sign_case(key: str) -> Case:
+    return lambda r: (["sign", _signed_bundle(r)[0], "--key",
+                       make_hostile(r / "hostile" / "key.pem", key), "-o", r / "out" / "b.sig"],
+                      (2,))
+
+
+def _verify_signature_case(sig: str) -> Case:
+    def case(r: Path) -> tuple[list[object], tuple[int, ...]]:
+        bundle, _, pub = _signed_bundle(r)
+        return (["verify", bundle, "--signature", make_hostile(r / "hostile" / "b.sig", sig),
+                 "--public-key", pub], (2,))
+    return case
+
+
+CASES.update({
+    "sign-key-fifo": _sign_case("fifo"),
+    "sign-key-devzero": _sign_case("devzero"),
+    "sign-key-huge": _sign_case("sparse:67108864"),
+    "sign-key-is-a-folder": _sign_case("dir"),
+    "sign-bundle-is-a-file": lambda r: (["sign", r / "params.yaml", "--key",
+                                         _signed_bundle(r)[1], "-o", r / "out" / "b.sig"], (2,)),
+    "sign-out-is-a-folder": lambda r: (["sign", _signed_bundle(r)[0], "--key",
+                                        _signed_bundle(r)[1], "-o", r / "models"], (2,)),
+    "verify-signature-fifo": _verify_signature_case("fifo"),
+    "verify-signature-devzero": _verify_signature_case("devzero"),
+    "verify-signature-huge": _verify_signature_case("sparse:100000000"),
+    "verify-signature-truncated": _verify_signature_case("sparse:1"),
+})
+
+
 def _promote_over_a_file(root: Path) -> tuple[list[object], tuple[int, ...]]:
     """A plain file where the release folder goes: refused (exit 1), never replaced."""
     target = root / "models/core/v1.0.0"

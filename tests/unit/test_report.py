@@ -292,7 +292,7 @@ def test_text_format_reuses_the_gate_table(cli: Any, inputs: Path) -> None:
         (("bad-schema.json",), "validation-report"),
         ((CANDIDATE, "--params", "missing.yaml"), "missing.yaml"),
         ((CANDIDATE, "--baseline", "bad-kind.json"), "--baseline bad-kind.json"),
-        ((CANDIDATE, "--format", "html"), "invalid choice"),
+        ((CANDIDATE, "--format", "pdf"), "invalid choice"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(cli: Any, tmp_path: Path,

@@ -21,11 +21,20 @@ def test_schema_passes_the_2020_12_metaschema(kind: str) -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
 
 
-@pytest.mark.parametrize("kind", [k for k in schemas.KINDS if k != "params"])
+@pytest.mark.parametrize("kind", [k for k in schemas.KINDS if k not in ("params", "provenance")])
 def test_record_schemas_pin_version_and_reject_unknown_keys(kind: str) -> None:
     schema = schemas.load_schema(kind)
     assert "schema_version" in schema["required"]
     assert schema["additionalProperties"] is False
+
+
+def test_the_provenance_schema_is_versioned_by_its_in_toto_types() -> None:
+    """An in-toto Statement carries no schema_version: its _type and predicateType are its
+    version, and both are pinned to one value."""
+    schema = schemas.load_schema("provenance")
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["_type"] == {"const": "https://in-toto.io/Statement/v1"}
+    assert schema["properties"]["predicateType"] == {"const": "https://slsa.dev/provenance/v1"}
 
 
 def _examples(sign: str) -> list[tuple[str, Path]]:

@@ -185,7 +185,8 @@ def test_permissions_empty_at_top_and_explicit_per_job(path: Path) -> None:
         assert isinstance(job.get("permissions"), dict), f"job {job_id}: no explicit permissions"
         for scope, level in job["permissions"].items():
             if level == "write":
-                assert (path.name, job_id, scope) == ("publish.yml", "tag", "contents"), (
+                assert (path.name, job_id, scope) in {("publish.yml", "tag", "contents"),
+                                                      ("publish.yml", "sign", "id-token")}, (
                     f"{path.name} job {job_id}: {scope}: write is not allowed here"
                 )
 
@@ -354,6 +355,31 @@ def test_publish_tags_with_write_only_in_the_tag_job() -> None:
     tag_job_text = yaml.safe_dump(data["jobs"]["tag"])
     assert "relgate" not in tag_job_text.replace("relgate-root-digest", "")
     assert "dvc " not in tag_job_text
+
+
+def test_keyless_signing_gets_id_token_in_the_sign_job_only() -> None:
+    """Sigstore keyless signing (issue 17): only the sign job may mint an OIDC token; it runs
+    no pipeline, sees no secret and cannot write; it signs the bundle the publish job verified,
+    after checking it against that job's root digest, and checks its own signature."""
+    for path in WORKFLOWS:
+        for job_id, job in load(path)["jobs"].items():
+            if (job.get("permissions") or {}).get("id-token") is not None:
+                assert (path.name, job_id) == (CREDENTIALED_WORKFLOW, "sign"), (path.name, job_id)
+    data = load(WORKFLOW_DIR / CREDENTIALED_WORKFLOW)
+    sign = data["jobs"]["sign"]
+    assert sign["permissions"] == {"contents": "read", "id-token": "write"}
+    assert sign["needs"] == "publish"
+    assert "vars.RELGATE_KEYLESS_SIGNING" in sign["if"]
+    text = yaml.safe_dump(sign)
+    assert "secrets." not in text and "dvc " not in text and "environment" not in sign
+    runs = "\n".join(s.get("run", "") for s in sign["steps"])
+    order = [runs.index(needle) for needle in ("relgate verify \"$BUNDLE\" --root-digest",
+                                               "relgate sign \"$BUNDLE\" --sigstore",
+                                               "--identity", "--issuer https://token.actions")]
+    assert order == sorted(order)
+    uploads = [s for s in data["jobs"]["publish"]["steps"]
+               if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    assert len(uploads) == 1 and uploads[0]["if"] == sign["if"]
 
 
 def test_action_inputs_reach_the_script_through_env() -> None:

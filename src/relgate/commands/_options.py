@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from relgate.params import Params
@@ -67,3 +67,28 @@ def resolve_variant(args: argparse.Namespace, params: Params, *, out_default: st
         args.data = judged.release.data
     args.out = args.out or (judged.release.report if data_default else judged.release.calibration)
     return judged
+
+
+def add_signature_trust(parser: argparse.ArgumentParser) -> None:
+    """--public-key / --certificate-chain / --identity --issuer: what an OpenSSF model
+    signature (relgate.signing) is checked against."""
+    parser.add_argument("--public-key", metavar="PUB.pem",
+                        help="check the signature with this EC public key (PEM)")
+    parser.add_argument("--certificate-chain", metavar="CHAIN.pem", action="append",
+                        help="check a certificate signature up to these certificates "
+                             "(repeatable; the CA that issued the signer's)")
+    parser.add_argument("--identity", metavar="ID",
+                        help="Sigstore keyless: the signer's identity (e.g. the workflow "
+                             "https://github.com/ORG/REPO/.github/workflows/publish.yml@"
+                             "refs/heads/main); needs --issuer")
+    parser.add_argument("--issuer", metavar="URL",
+                        help="Sigstore keyless: the OIDC issuer (GitHub Actions: "
+                             "https://token.actions.githubusercontent.com)")
+
+
+def signature_trust(args: argparse.Namespace) -> Any:
+    """The relgate.signing.Trust the options name (None when none was given)."""
+    from relgate.signing import trust_from_options
+
+    return trust_from_options(public_key=args.public_key, certificate_chain=args.certificate_chain,
+                              identity=args.identity, issuer=args.issuer)

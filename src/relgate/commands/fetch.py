@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from relgate.commands._options import add_signature_trust, signature_trust
 from relgate.errors import EXIT_OK, EXIT_REFUSED
 
 HELP = ("download a release's core bundle with dvc get, verify it against the root digest git "
         "pins (the release record at that commit, else the annotated release tag; neither is a "
-        "refusal), then move it to -o DIR; nothing is left at DIR unless it verified")
+        "refusal) and, when the registry signed it, its signature, then move it to -o DIR; "
+        "nothing is left at DIR unless it verified")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-deprecated", action="store_true",
                         help="fetch a release that GTO's tags deprecate (core@vX.Y.Z! or "
                              "core@deprecated); refused (exit 1) without it")
+    add_signature_trust(parser)  # default: the key or identity the release record names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = fetch_bundle(args.repo, args.release, args.out, rev=args.rev, on_step=step,
                           allow_dvc_cache_links=args.allow_dvc_cache_links,
-                          stage=args.stage, allow_deprecated=args.allow_deprecated)
+                          stage=args.stage, allow_deprecated=args.allow_deprecated,
+                          trust=signature_trust(args))
     if args.json:
         print_json(result.to_dict())
     else:

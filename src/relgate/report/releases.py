@@ -24,6 +24,8 @@ def fetch_lines(result: FetchResult) -> list[tuple[str, str]]:
                            f"-> {result.out}"),
                  ("", f"{verify.files} files, every byte matches manifest.json; root digest "
                       f"{verify.root_digest}{pinned}")]
+        if result.signature is not None:
+            lines.append(("", f"signature verified: signed by {result.signature.signer}"))
     else:
         reasons = result.reasons()
         plural = "s" if len(reasons) != 1 else ""
@@ -48,14 +50,14 @@ def _present(value: bool | None) -> str:
 
 
 HEADERS = ("release", "tag", "created", "promoted", "auc", "f1", "root digest", "local",
-           "stage", "deprecated")
+           "stage", "deprecated", "signed by")
 
 
 def release_rows(listing: ReleaseListing) -> list[tuple[str, ...]]:
     return [(r.name, r.tag or "-", r.created, str(r.promoted.get("path", "-")),
              _metric(r.metrics.get("auc")), _metric(r.metrics.get("f1")),
              r.root_digest or "-", _present(r.present), ",".join(r.stages) or "-",
-             r.deprecated_by or "no")
+             r.deprecated_by or "no", r.signer or "-")
             for r in listing.releases]
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from relgate.errors import SchemaError
 
-KINDS = ("params", "calibration", "validation-report", "release", "manifest", "compare", "parity")
+KINDS = ("params", "calibration", "validation-report", "release", "manifest", "compare", "parity",
+         "provenance")
 _BASE = "https://relgate.dev/schemas/"
 
 
