@@ -28,6 +28,7 @@ import yaml
 from relgate import schemas
 from relgate.errors import ParamsError, SchemaError
 from relgate.jsonio import read_capped
+from relgate.resources import ResourcesSpec
 
 MAX_PARAMS_BYTES = 1024 * 1024
 MAX_PARAMS_DEPTH = 64  # as for JSON records: params are a few levels deep, never thousands
@@ -569,6 +570,8 @@ class Params:
     contract: ContractSpec | None
     task: TaskSpec | None = None
     parity: ParitySpec | None = None
+    #: ``resources:`` budgets (relgate.resources); None when params declare none
+    resources: ResourcesSpec | None = None
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     export: Mapping[str, Any]
@@ -691,6 +694,10 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         schemas.validate(doc, "params", source=source)
     except SchemaError as exc:
         raise ParamsError(exc.message, hint=exc.hint) from None
+    if (doc.get("task") or {}).get("kind") == "none":
+        from relgate.tasks.none import check_none_params
+
+        check_none_params(doc, source=source)
     rel = doc["release"]
     tol = rel.get("tolerance", 1e-6)
     cal = doc.get("calibrate", {})
@@ -735,6 +742,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         ),
         task=_task(doc.get("task"), source=source),
         parity=_parity(doc.get("parity")),
+        resources=None if doc.get("resources") is None
+        else ResourcesSpec.from_dict(doc["resources"]),
         data=_freeze(doc.get("data", {})),
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),
