@@ -766,6 +766,11 @@ class Scorer:
         try:
             outs: list[np.ndarray] = self.session.run(self.fetch, feeds)
         except Exception as exc:
+            if onnxmodel.out_of_memory(exc, (*onnxmodel._OOM_WORDS, "bfc_arena")):
+                raise onnxmodel.memory_error(  # the batch did not fit: never the data's fault
+                    self.path, f"scoring samples {start}..{stop - 1} in one batch (declare "
+                    "resources.max_memory_mb to size the batch, or lower evaluate.batch_size)"
+                ) from None
             raise ModelError(
                 f"{self.path}: onnxruntime failed on samples {start}..{stop - 1}: {_short(exc)}",
                 hint="check that the eval set matches the model's inputs (relgate inspect)",
