@@ -690,6 +690,13 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
     """Validate a parsed params document and build the typed records."""
     if not isinstance(doc, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level", hint="see README 'params.yaml'")
+    budgets = [k for k in ("max_memory_mb", "max_load_seconds", "max_latency_ms",
+                           "max_model_bytes") if k in (doc.get("contract") or {})]
+    if budgets:  # the interface is the contract; what running it may cost is resources:
+        raise ParamsError(f"{source}: contract.{budgets[0]}: resource budgets are declared in "
+                          "resources:, not contract:",
+                          hint=f"move it: resources: {{{budgets[0]}: "
+                               f"{doc['contract'][budgets[0]]}}}")
     try:
         schemas.validate(doc, "params", source=source)
     except SchemaError as exc:
