@@ -19,13 +19,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.adversarial.conftest import assert_clean_failure
 from tests.support.ballast import MIB, ballast_model, python_vmsize_mb, wide_model
-from tests.support.registry import W_TRUE, make_registry
+from tests.support.registry import W_TRUE, make_registry, prepare
 
 MODEL_MB = 64
 
@@ -122,3 +123,33 @@ def test_the_memory_budget_sizes_the_batch_to_fit(root: Path, base_mb: int,
     auc = (np.sum(pos[:, None] > neg[None, :]) + 0.5 * np.sum(pos[:, None] == neg[None, :])) \
         / (pos.size * neg.size)
     assert report["metrics"]["auc"]["value"] == pytest.approx(auc, abs=1e-9)
+
+
+def test_a_calibrated_binary_release_with_every_budget_is_promoted(tmp_path: Path, cli: Any,
+                                                                  monkeypatch: Any) -> None:
+    """The binary path end to end (calibrate, validate, promote in-process): every budget
+    measured, gated and recorded; promote re-evaluates at the report's batch and records its
+    fresh measurement beside the reported one."""
+    reg = make_registry(tmp_path / "reg")
+    budgets = ("resources:\n  max_memory_mb: 1000000\n  max_load_seconds: 1000000\n"
+               "  max_latency_ms: 1000000\n  latency: {batch_size: 8, runs: 3}\n"
+               "  max_model_bytes: 1000000000\n")
+    (reg / "params.yaml").write_text((reg / "params.yaml").read_text() + budgets)
+    monkeypatch.chdir(reg)
+    prepare(reg)
+    report = json.loads((reg / "analysis" / "validation_report.json").read_text())
+    assert report["passed"], report["reasons"]
+    assert report["resources"]["measured"]["latency_ms"] is not None
+    assert report["resources"]["batch"] == {
+        "requested": 256, "chosen": 256, "per_sample_bytes": report["resources"]["batch"][
+            "per_sample_bytes"], "reason": "batch 256 fits the memory budget"}
+    done = cli("promote", "--json")
+    assert done.code == 0, done.err
+    outcome = json.loads(done.out)
+    assert outcome["resources"]["reported"] == report["resources"]
+    assert outcome["resources"]["fresh"]["machine"] == report["resources"]["machine"]
+    record = json.loads((reg / "models" / "core" / "v1.0.0" / "release.json").read_text())
+    assert record["resources"] == {"reported": report["resources"]}
+    assert [g["metric"] for g in record["gates"]["results"]][-4:] == [
+        "resources.max_memory_mb", "resources.max_model_bytes", "resources.max_load_seconds",
+        "resources.max_latency_ms"]

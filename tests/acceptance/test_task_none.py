@@ -266,3 +266,30 @@ def test_a_budget_the_params_tightened_after_validation_fails_promote(tmp_path: 
     assert_clean_failure(done, codes=(1,))
     assert "resources.max_model_bytes" in done.err
     assert not (root / "models" / "core" / "v0.1.0").exists()
+
+
+def test_inspect_reads_the_health_output_of_a_kind_none_model(codec: Path) -> None:
+    """Without params no output looks like a score (exit 2); with task kind none declared,
+    inspect shows the output it judges and checks the contract."""
+    assert_clean_failure(relgate(codec, "inspect", "models/codec.onnx"))
+    done = relgate(codec, "inspect", "models/codec.onnx", "--params", "params.yaml", "--json")
+    assert done.code == 0, done.err
+    info = json.loads(done.out)
+    assert info["task"]["kind"] == "none" and info["task"]["output"] == "features"
+    assert info["contract"]["positive_index"] is None
+    assert [f["path"] for f in info["files"]] == ["codec.onnx", "codec.onnx.data"]
+
+
+def test_latency_at_a_batch_the_model_cannot_take_fails_closed(tmp_path: Path) -> None:
+    """The model takes a fixed batch of 1; a latency budget declared at batch 4 cannot be
+    measured, so it fails with that reason however generous the bound."""
+    root = codec_registry(tmp_path)
+    text = (root / "params.yaml").read_text().replace("batch_size: 1, percentile", "batch_size: 4,"
+                                                      " percentile")
+    (root / "params.yaml").write_text(text)
+    done, report = validate(root)
+    assert done.code == 1, done.err
+    assert report is not None and report["resources"]["measured"]["latency_ms"] is None
+    assert report["reasons"] == ["resources.max_latency_ms: not measured (the model takes a fixed "
+                                 "batch of 1, the latency budget is declared at batch_size 4); "
+                                 "fails closed"]

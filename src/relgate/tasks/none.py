@@ -69,13 +69,8 @@ def run_none_validation(
     if tables.detect_format(data_path) != "npz":
         raise DataError(f"{data_path}: task kind none reads .npz eval sets only",
                         hint="save the model's inputs by name with numpy.savez")
-    wanted = output_name or (None if params.task is None else params.task.output)
-    contract = onnxmodel.load_contract(model_path, input_name=input_name,
-                                       output_name=wanted or _first_output(model_path))
-    contract = replace(contract, output_type="features", score_kind="features", reducer=None,
-                       positive_index=None,
-                       type_reason="task kind none: the output is judged on its health, "
-                                   "not read as a score")
+    contract = none_contract(model_path, input_name=input_name, output_name=output_name,
+                             task=params.task)
     if params.contract is not None:
         onnxmodel.check_contract(contract, params.contract)
     digest = onnxmodel.model_digest(model_path)
@@ -131,6 +126,22 @@ def run_none_validation(
     schemas.validate(report, "validation-report", source="validation report")
     zeros = np.zeros(ev.n, dtype=np.int8)
     return ValidationOutcome(report=report, y=zeros, prob=np.full(ev.n, np.nan))
+
+
+def none_contract(model_path: str | os.PathLike[str], *, input_name: str | None = None,
+                  output_name: str | None = None, task: Any = None) -> Any:
+    """The model's contract as task kind none reads it (``validate``, ``inspect``): the
+    health output is *output_name*, else ``task.output``, else the first output; it is
+    features judged on their health, never read as a score."""
+    from relgate import onnxmodel
+
+    wanted = output_name or (None if task is None else task.output)
+    contract = onnxmodel.load_contract(model_path, input_name=input_name,
+                                       output_name=wanted or _first_output(Path(model_path)))
+    return replace(contract, output_type="features", score_kind="features", reducer=None,
+                   positive_index=None,
+                   type_reason="task kind none: the output is judged on its health, "
+                               "not read as a score")
 
 
 def _first_output(path: Path) -> str:
