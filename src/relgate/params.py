@@ -690,18 +690,19 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
     """Validate a parsed params document and build the typed records."""
     if not isinstance(doc, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level", hint="see README 'params.yaml'")
+    contract = doc.get("contract")
     budgets = [k for k in ("max_memory_mb", "max_load_seconds", "max_latency_ms",
-                           "max_model_bytes") if k in (doc.get("contract") or {})]
+                           "max_model_bytes") if isinstance(contract, dict) and k in contract]
     if budgets:  # the interface is the contract; what running it may cost is resources:
         raise ParamsError(f"{source}: contract.{budgets[0]}: resource budgets are declared in "
                           "resources:, not contract:",
                           hint=f"move it: resources: {{{budgets[0]}: "
-                               f"{doc['contract'][budgets[0]]}}}")
+                               f"{contract[budgets[0]]!r}}}")
     try:
         schemas.validate(doc, "params", source=source)
     except SchemaError as exc:
         raise ParamsError(exc.message, hint=exc.hint) from None
-    if (doc.get("task") or {}).get("kind") == "none":
+    if (doc.get("task") or {}).get("kind") == "none":  # schema-valid: what kind none cannot have
         from relgate.tasks.none import check_none_params
 
         check_none_params(doc, source=source)

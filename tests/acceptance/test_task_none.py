@@ -293,3 +293,15 @@ def test_latency_at_a_batch_the_model_cannot_take_fails_closed(tmp_path: Path) -
     assert report["reasons"] == ["resources.max_latency_ms: not measured (the model takes a fixed "
                                  "batch of 1, the latency budget is declared at batch_size 4); "
                                  "fails closed"]
+
+
+@pytest.mark.parametrize("argv", [
+    ("calibrate", "--model", "models/codec.onnx", "--data", "data/test.npz", "--out", "c.json"),
+    ("evaluate", "--model", "models/codec.onnx", "--data", "data/test.npz", "--out", "s.npz",
+     "--params", "params.yaml"),
+    ("compare", "a=models/codec.onnx", "--data", "data/test.npz")], ids=lambda a: a[0])
+def test_commands_that_read_a_score_refuse_kind_none_in_one_line(codec: Path,
+                                                                 argv: tuple[str, ...]) -> None:
+    line = assert_clean_failure(relgate(codec, *argv))
+    assert "task kind none has no classifier score" in line
+    assert not (codec / "c.json").exists() and not (codec / "s.npz").exists()

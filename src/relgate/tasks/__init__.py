@@ -65,6 +65,18 @@ def validation_runner(kind: str) -> Callable[..., Any]:
     raise ParamsError(f"unknown task kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
 
 
+def refuse_kind_none(kind: str, command: str) -> None:
+    """A UsageError (exit 2) for *command*, which reads a classifier score, when the task
+    kind is none (no score: ``relgate validate`` judges such a model)."""
+    if kind == "none":
+        from relgate.errors import UsageError
+
+        raise UsageError(f"relgate {command}: task kind none has no classifier score to "
+                         f"{'calibrate' if command == 'calibrate' else 'read'}",
+                         hint="judge the model with relgate validate (contract, resource "
+                              "budgets, output health)")
+
+
 def calibration_runner(kind: str) -> Callable[..., Any] | None:
     """The calibration fit of *kind* (None only for an unknown kind).
 
@@ -78,4 +90,5 @@ def calibration_runner(kind: str) -> Callable[..., Any] | None:
         from relgate.tasks.multiclass_calibration import calibrate_multiclass_model
 
         return calibrate_multiclass_model
+    refuse_kind_none(kind, "calibrate")
     return None
