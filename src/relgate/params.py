@@ -693,8 +693,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
     contract = doc.get("contract")
     budgets = [k for k in ("max_memory_mb", "max_load_seconds", "max_latency_ms",
                            "max_model_bytes") if isinstance(contract, dict) and k in contract]
-    if budgets and isinstance(contract, dict):  # the interface is the contract; what
-        # running it may cost is resources:
+    # the interface is the contract; what running it may cost is resources:
+    if budgets and isinstance(contract, dict):
         raise ParamsError(f"{source}: contract.{budgets[0]}: resource budgets are declared in "
                           "resources:, not contract:",
                           hint=f"move it: resources: {{{budgets[0]}: "
