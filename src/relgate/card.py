@@ -94,6 +94,8 @@ def threshold_text(record: Mapping[str, Any]) -> str:
             text += (f"; no conclusive answer when the largest calibrated probability is below "
                      f"{selective:.6g} (selective threshold)")
         return text
+    if task.get("kind") == "none":
+        return "none (task kind none: no classifier score, nothing is decided)"
     thr = record.get("threshold")
     if thr is None:
         return "not recorded"
@@ -192,6 +194,24 @@ def variant_lines(variants: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def resource_lines(resources: Mapping[str, Any]) -> list[str]:
+    """The resource budgets and what the validation report measured, on which machine."""
+    reported = resources.get("reported") or {}
+    measured, machine = reported.get("measured") or {}, reported.get("machine") or {}
+    lines = ["## Resources (as measured for the validation report)", "",
+             "| measure | value |", "| --- | ---: |"]
+    for key in ("peak_rss_mb", "model_bytes", "load_seconds", "latency_ms"):
+        if measured.get(key) is not None:
+            lines.append(f"| {key} | {_fmt(measured[key])} |")
+    batch = reported.get("batch") or {}
+    if batch.get("chosen") is not None:
+        lines.append(f"| batch size | {batch['chosen']} |")
+    lines += ["", f"Measured on {_cell(machine.get('cpu', 'unknown'))} ({machine.get('cores', '?')} "
+              f"cores, onnxruntime {_cell(machine.get('onnxruntime', '?'))}, "
+              f"{machine.get('threads', '?')} threads); the budgets are gates above."]
+    return lines
+
+
 def model_card(record: Mapping[str, Any]) -> str:
     """Markdown: what the model is, its contract, metrics with intervals, gates, how to verify."""
     name = record["name"]
@@ -254,6 +274,8 @@ def model_card(record: Mapping[str, Any]) -> str:
         where = "" if g["on"] == "point" else f" ({g['on']})"
         lines.append(f"| {g['metric']}{where} {g['op']} {g['bound']:g} | {_fmt(g['observed'])} | "
                      f"{'✅' if g['passed'] else '❌'} | {g['reason']} |")
+    if isinstance(record.get("resources"), Mapping):
+        lines += ["", *resource_lines(record["resources"])]
     prov = record["provenance"]
     lines += ["", "## Provenance", "",
               f"- seed: {prov.get('seed')}",

@@ -28,6 +28,7 @@ import yaml
 from relgate import schemas
 from relgate.errors import ParamsError, SchemaError
 from relgate.jsonio import read_capped
+from relgate.resources import ResourcesSpec
 
 MAX_PARAMS_BYTES = 1024 * 1024
 MAX_PARAMS_DEPTH = 64  # as for JSON records: params are a few levels deep, never thousands
@@ -600,6 +601,8 @@ class Params:
     contract: ContractSpec | None
     task: TaskSpec | None = None
     parity: ParitySpec | None = None
+    #: ``resources:`` budgets (relgate.resources); None when params declare none
+    resources: ResourcesSpec | None = None
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     export: Mapping[str, Any]
@@ -729,10 +732,23 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
     """Validate a parsed params document and build the typed records."""
     if not isinstance(doc, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level", hint="see README 'params.yaml'")
+    contract = doc.get("contract")
+    budgets = [k for k in ("max_memory_mb", "max_load_seconds", "max_latency_ms",
+                           "max_model_bytes") if isinstance(contract, dict) and k in contract]
+    # the interface is the contract; what running it may cost is resources:
+    if budgets and isinstance(contract, dict):
+        raise ParamsError(f"{source}: contract.{budgets[0]}: resource budgets are declared in "
+                          "resources:, not contract:",
+                          hint=f"move it: resources: {{{budgets[0]}: "
+                               f"{contract[budgets[0]]!r}}}")
     try:
         schemas.validate(doc, "params", source=source)
     except SchemaError as exc:
         raise ParamsError(exc.message, hint=exc.hint) from None
+    if (doc.get("task") or {}).get("kind") == "none":  # schema-valid: what kind none cannot have
+        from relgate.tasks.none import check_none_params
+
+        check_none_params(doc, source=source)
     rel = doc.get("release")
     tol = 1e-6 if rel is None else rel.get("tolerance", 1e-6)
     cal = doc.get("calibrate", {})
@@ -780,6 +796,8 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         ),
         task=_task(doc.get("task"), source=source),
         parity=_parity(doc.get("parity")),
+        resources=None if doc.get("resources") is None
+        else ResourcesSpec.from_dict(doc["resources"]),
         data=_freeze(doc.get("data", {})),
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),

@@ -163,7 +163,7 @@ def report_differences(reported: Any, fresh: Any, *, tolerance_for: Callable[[st
 #: report fields the evidence comparison leaves out: the verdict is re-made with the gates in
 #: force (step 4), then required to be the report's (``verdict_differences``), like the
 #: environment it was computed in
-_NOT_REPRODUCED = frozenset({"environment", "gates", "passed", "reasons"})
+_NOT_REPRODUCED = frozenset({"environment", "gates", "passed", "reasons", "resources"})
 _METRIC_NAMES = frozenset({"auc", "pr_auc", "f1", "precision", "recall", "accuracy", "specificity",
                            "ece", "brier", "mean_std", "high_corr_frac", "frac_sig"})
 #: multi-class metric names (relgate.tasks.multiclass): top{k}, averaged, per-class, selective
@@ -190,12 +190,15 @@ class PromotionResult:
     #: what the record could not say (no git commit to name): the release stands, but a
     #: reader should know
     warnings: tuple[str, ...] = ()
+    #: the resource budgets' reported and fresh (re-measured here) values, when declared
+    resources: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "path": str(self.path), "root_digest": self.root_digest,
             "created": self.created, "message": self.message, "gates": dict(self.gates),
             "warnings": list(self.warnings),
+            **({} if self.resources is None else {"resources": dict(self.resources)}),
             "reproduced": [
                 {"metric": r.metric, "field": r.field, "reported": r.reported,
                  "reproduced": r.reproduced, "delta": r.delta, "tolerance": r.tolerance, "ok": r.ok}
@@ -257,6 +260,8 @@ def promote(params: Params, *, root: Path | None = None,
     if pinned is None:  # a release reproduced from its pin keeps its original publication record
         mirror = _mirror(done.record, root=root, bundle_path=f"{spec.core_dir}/{spec.name}",
                          root_digest=outcome.root_digest)
+        if done.resources is not None and "resources" in mirror:  # beside the reported one
+            mirror["resources"] = {**mirror["resources"], "fresh": done.resources["fresh"]}
         mirror.update(_sign_and_attest(target, mirror, root=root, signer=signer))
         _write_pin(mirror_path, mirror)
         if mirror["provenance"]["git_commit"] is None:
@@ -266,7 +271,8 @@ def promote(params: Params, *, root: Path | None = None,
         f"{target}: already published with identical content; nothing to do")
     return PromotionResult(name=spec.name, path=target, root_digest=outcome.root_digest,
                            created=outcome.created, message=message, gates=done.verdict,
-                           reproduced=done.reproductions, warnings=tuple(warnings))
+                           reproduced=done.reproductions, warnings=tuple(warnings),
+                           resources=done.resources)
 
 
 def _sign_and_attest(target: Path, mirror: Mapping[str, Any], *, root: Path,
@@ -367,6 +373,8 @@ class _Judged:
     verdict: Any
     reproductions: tuple[Reproduction, ...]
     report_sha: str
+    #: promote's own measurement of the resource budgets (None when params declare none)
+    fresh_resources: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -377,6 +385,8 @@ class _Built:
     record: Mapping[str, Any]
     verdict: Mapping[str, Any]
     reproductions: tuple[Reproduction, ...]
+    #: the promoted model's resources: reported (as in its report) and fresh (re-measured)
+    resources: Mapping[str, Any] | None = None
 
 
 def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject],
@@ -431,6 +441,8 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
     if parity is not None:
         record["evidence"]["parity"] = parity
     record.update(task_record(main.fresh))
+    if main.fresh.get("resources") is not None:  # the report's measurement: the bundle's bytes
+        record["resources"] = {"reported": main.fresh["resources"]}  # depend on evidence only
     if main.calibration_bytes is not None and main.calibration_sha is not None:
         record["calibration"] = calibration_summary(
             loads_strict(main.calibration_bytes, source=spec.calibration),
@@ -465,8 +477,10 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
                     + "; ".join(lies),
                     hint="re-run validation with the params in force, on this machine (dvc repro "
                          "validate), then promote")
+    resources = None if main.fresh_resources is None else {
+        "reported": main.fresh.get("resources"), "fresh": main.fresh_resources}
     return _Built(files=files, record=record, verdict=main.verdict.to_dict(),
-                  reproductions=main.reproductions)
+                  reproductions=main.reproductions, resources=resources)
 
 
 def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, FileDigest],
@@ -478,7 +492,7 @@ def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, Fil
     from relgate import hashing
     from relgate.gates import apply_gates
     from relgate.metrics import MetricEstimate
-    from relgate.validation import baseline_for_params, validate_model
+    from relgate.validation import baseline_for_params, run_validation
 
     params, report = subject.params, subject.report
     spec = params.release
@@ -527,12 +541,14 @@ def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, Fil
         if calibration is not None:
             labels[calibration] = spec.calibration
         with _named_as(labels):
-            fresh = validate_model(model, data, calibration_path=calibration, params=params,
-                                   model_label=spec.promoted.path, data_label=spec.data,
-                                   calibration_label=None if calibration is None
-                                   else spec.calibration,
-                                   baseline=baseline_for_params(params, root=root),
-                                   threshold=reported_threshold(report))
+            outcome = run_validation(model, data, calibration_path=calibration, params=params,
+                                     model_label=spec.promoted.path, data_label=spec.data,
+                                     calibration_label=None if calibration is None
+                                     else spec.calibration,
+                                     baseline=baseline_for_params(params, root=root),
+                                     threshold=reported_threshold(report),
+                                     batch_size=reported_batch(report), promoting=report)
+        fresh = outcome.report
         if "threshold_source" not in report:  # a report written before relgate recorded it
             fresh.pop("threshold_source", None)
         used = {"model": fresh["model"]["sha256"], "data": fresh["data"]["sha256"],
@@ -553,17 +569,35 @@ def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, Fil
         moved = [r.reason() for r in reproductions if not r.ok]
         moved += report_differences(report, fresh, tolerance_for=spec.tolerance_for,
                                     skip=_NOT_REPRODUCED | ({"metrics"} if moved else set()))
+        if params.resources is not None:  # memory and size reproduce; timings are recorded
+            from relgate.resources import fresh_breaches, reproduction_problems
+
+            moved += reproduction_problems(report.get("resources"), outcome.fresh_resources or {},
+                                           params.resources)
         if moved:
             raise NotReproduced("re-evaluation does not reproduce the report: " + "; ".join(moved),
                                 hint="the report was edited or the model/data/environment changed")
+        if params.resources is not None:
+            breaches = fresh_breaches(outcome.fresh_resources or {}, params.resources)
+            if breaches:
+                raise GateFailed("resource budgets failed: " + "; ".join(breaches),
+                                 hint="the model stays unreleased; make it fit, or change the "
+                                      "budget by review")
 
     # 4. the gates of the params in force (not the ones the report claims)
     metrics = {k: MetricEstimate.from_dict(v) for k, v in fresh["metrics"].items()}
     verdict = apply_gates(params.gates, metrics, deltas=_baseline_deltas(fresh))
+    if params.resources is not None:  # budgets, judged on the report's measurement
+        from relgate.gates import GateVerdict
+        from relgate.resources import gate_results, with_budgets
+
+        verdict = GateVerdict.from_dict(with_budgets(
+            verdict.to_dict(), gate_results(report.get("resources"), params.resources)))
     return _Judged(subject=subject, digest=digest, staged_model=model, data_sha=data_sha,
                    calibration_sha=calibration_sha, calibration_bytes=calibration_bytes,
                    fresh=fresh, verdict=verdict, reproductions=tuple(reproductions),
-                   report_sha=files[report_name].sha256)
+                   report_sha=files[report_name].sha256,
+                   fresh_resources=outcome.fresh_resources)
 
 
 def _evaluation_record(judged: _Judged) -> dict[str, Any]:
@@ -981,6 +1015,15 @@ def task_record(report: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(selective, Mapping) and selective.get("threshold") is not None:
         out["selective_threshold"] = float(selective["threshold"])
     return out
+
+
+def reported_batch(report: Mapping[str, Any]) -> int | None:
+    """The batch size promote re-evaluates at: the one a memory budget chose for the report
+    (its ``resources.batch``), so that a re-measured budget cannot move a score; else None
+    (sized as validation sizes it, which is deterministic without a budget)."""
+    chosen = ((report.get("resources") or {}).get("batch") or {}).get("chosen")
+    return chosen if isinstance(chosen, int) and not isinstance(chosen, bool) and chosen >= 1 \
+        else None
 
 
 def reported_threshold(report: Mapping[str, Any]) -> float | None:

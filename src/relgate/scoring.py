@@ -306,14 +306,17 @@ class EvalData:
                         raise DataError(f"{p}: key {member.key!r} appears twice",
                                         hint="re-create the eval set with np.savez")
                     members[member.key] = member
-            if "y" not in members:
+            if labels == "none":  # task kind none: no labels; n is the inputs' row count
+                y = _no_labels(p, members)
+            elif "y" not in members:
                 raise DataError(f"{p}: no 'y' (labels) in the eval set; keys: "
                                 + (", ".join(sorted(members)) or "none"),
                                 hint="an eval set holds the model's inputs plus y (0/1 labels)")
-            if len(members["y"].shape) != 1:  # before reading it: a header can declare GiBs
+            elif len(members["y"].shape) != 1:  # before reading it: a header can declare GiBs
                 raise DataError(f"{p}: y has shape {list(members['y'].shape)}, expected [N]",
                                 hint="labels are one 0/1 value per sample")
-            y = _labels(p, _read_whole(p, members["y"]), labels)
+            else:
+                y = _labels(p, _read_whole(p, members["y"]), labels)
         except zipfile.BadZipFile as exc:
             raise DataError(f"{p}: not an .npz file or damaged ({exc})",
                             hint="save eval sets with numpy.savez") from None
@@ -499,6 +502,21 @@ def _read_whole(p: Path, m: _Member) -> np.ndarray:
     array = flat.reshape(m.shape, order="F") if m.fortran else flat.reshape(m.shape)
     out: np.ndarray = array.astype(m.dtype.newbyteorder("="), copy=not m.dtype.isnative)
     return out
+
+
+def _no_labels(p: Path, members: Mapping[str, _Member]) -> np.ndarray:
+    """Placeholder labels (zeros) for an eval set read without labels (task kind ``none``):
+    one per row of its inputs, which must agree on the row count; a ``y`` is ignored."""
+    rows = {m.shape[0] for k, m in members.items() if k != "y" and len(m.shape) >= 1}
+    if not rows:
+        raise DataError(f"{p}: no inputs in the eval set", hint="save the model's inputs by name")
+    if len(rows) != 1:
+        raise DataError(f"{p}: the inputs have different row counts ({sorted(rows)})",
+                        hint="one row per sample in every input")
+    n = rows.pop()
+    if n == 0:
+        raise DataError(f"{p}: the eval set has no samples", hint="use a non-empty eval set")
+    return np.zeros(n, dtype=np.int8)
 
 
 def _labels(p: Path, y: np.ndarray, kind: str = "binary") -> np.ndarray:
@@ -748,6 +766,11 @@ class Scorer:
         try:
             outs: list[np.ndarray] = self.session.run(self.fetch, feeds)
         except Exception as exc:
+            if onnxmodel.out_of_memory(exc, (*onnxmodel._OOM_WORDS, "bfc_arena")):
+                raise onnxmodel.memory_error(  # the batch did not fit: never the data's fault
+                    self.path, f"scoring samples {start}..{stop - 1} in one batch (declare "
+                    "resources.max_memory_mb to size the batch, or lower evaluate.batch_size)"
+                ) from None
             raise ModelError(
                 f"{self.path}: onnxruntime failed on samples {start}..{stop - 1}: {_short(exc)}",
                 hint="check that the eval set matches the model's inputs (relgate inspect)",

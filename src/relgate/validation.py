@@ -79,6 +79,8 @@ class ValidationOutcome:
     #: more plot files by name (a multi-class report's confusion.json for DVC's confusion
     #: template); none for a binary report
     plots: Mapping[str, bytes] | None = None
+    #: promote's own measurement of the resource budgets (the report keeps the reported one)
+    fresh_resources: Mapping[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -234,22 +236,99 @@ def run_validation(
     reducer: str | None = None,
     baseline: Baseline | None = None,
     progress: Callable[..., Any] | bool | None = None,
+    batch_size: int | None = None,
+    promoting: Mapping[str, Any] | None = None,
 ) -> ValidationOutcome:
     """Validate *model_path* on *data_path* (module docstring); labels name paths in the report.
+
+    *batch_size* forces the batch (promote re-evaluates at the report's); else it is sized as
+    :func:`_sized_batch` says. With ``resources:`` in params, the budgets are measured when
+    the evaluation is done and gated (:mod:`relgate.resources`). *promoting* is the report
+    being promoted: its budgets are then gated on the measurement it records (the verdict
+    must be the report's) and the fresh one is returned as ``fresh_resources``.
 
     The declared task kind (``task.kind``, or an ``--output-type`` of that kind) validates
     in its own module (:func:`relgate.tasks.validation_runner`): binary in
     :mod:`relgate.tasks.binary`, multi-class in :mod:`relgate.tasks.multiclass_validation`."""
+    from dataclasses import replace
+
     from relgate.tasks import task_kind, validation_runner
 
-    runner = validation_runner(task_kind(params, output_type))
+    kind = task_kind(params, output_type)
+    runner = validation_runner(kind)
+    params, batch = _sized_batch(model_path, data_path, params, kind=kind,
+                                 forced=batch_size, input_name=input_name,
+                                 output_name=output_name)
     outcome: ValidationOutcome = runner(
         model_path, data_path, params=params, calibration_path=calibration_path,
         model_label=model_label, data_label=data_label, calibration_label=calibration_label,
         split=split, threshold=threshold, input_name=input_name, output_name=output_name,
         positive_index=positive_index, output_type=output_type, reducer=reducer,
         baseline=baseline, progress=progress)
+    if params.resources is not None:  # budgets: measured now, gated, recorded (issue 16)
+        from relgate import schemas
+        from relgate.resources import apply_to_report, measure
+
+        report = outcome.report
+        usage = measure(model_path, data_path, spec=params.resources,
+                        model_bytes=sum(int(f["size"]) for f in report["model"]["files"]),
+                        threads=params.evaluate.threads, table=params.eval_data,
+                        labels=_label_kind(kind), batch=batch)
+        if promoting is None:
+            apply_to_report(report, usage, params.resources)
+        else:
+            reported = promoting.get("resources")
+            apply_to_report(report, usage, params.resources, judged_on=reported)
+            outcome = replace(outcome, fresh_resources=usage)
+        schemas.validate(report, "validation-report", source="validation report")
     return outcome
+
+
+def _label_kind(kind: str) -> str:
+    return kind if kind in ("multiclass", "none") else "binary"
+
+
+def _sized_batch(model_path: str | os.PathLike[str], data_path: str | os.PathLike[str],
+                 params: Params, *, kind: str, forced: int | None, input_name: str | None,
+                 output_name: str | None) -> tuple[Params, dict[str, Any] | None]:
+    """The params with the batch size the evaluation uses, and the record of the choice.
+
+    *forced* (promote passes the report's) wins; else a declared ``resources.max_memory_mb``
+    sizes it on a probe batch (:func:`relgate.resources.choose_batch`); else an undeclared
+    ``evaluate.batch_size`` gets the memory-aware default
+    (:func:`relgate.resources.default_batch`). The record is None without a budget.
+    """
+    from dataclasses import replace
+
+    from relgate import resources
+
+    requested = params.evaluate.batch_size
+    spec = params.resources
+    record: dict[str, Any] | None
+    if forced is not None:
+        chosen, record = int(forced), None
+        if spec is not None:
+            record = {"requested": requested, "chosen": chosen, "per_sample_bytes": None,
+                      "reason": "the batch size the validation report used"}
+    elif spec is not None and spec.max_memory_mb is not None:
+        record = resources.choose_batch(model_path, data_path, budget_mb=spec.max_memory_mb,
+                                        requested=requested, threads=params.evaluate.threads,
+                                        table=params.eval_data, labels=_label_kind(kind))
+        chosen = int(record["chosen"])
+    else:
+        chosen, record = requested, None
+        if "batch_size" not in (params.raw.get("evaluate") or {}):
+            shapes = resources.declared_shapes(model_path)
+            if shapes is not None:
+                chosen = resources.default_batch(shapes, requested)
+        if spec is not None:
+            record = {"requested": requested, "chosen": chosen, "per_sample_bytes": None,
+                      "reason": "no memory budget: the configured batch, capped to "
+                                f"{resources.DEFAULT_BATCH_BYTES // resources.MIB} MiB of "
+                                "inputs and outputs"}
+    if chosen != requested:
+        params = replace(params, evaluate=replace(params.evaluate, batch_size=chosen))
+    return params, record
 
 
 def validate_model(

@@ -17,6 +17,8 @@ import contextlib
 import copy
 import io
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -407,3 +409,27 @@ def test_params_loader_raises_only_params_errors(tmp_path_factory: Any, text: st
         assert exc.exit_code == 2 and "\n" not in exc.one_line()
         return
     assert params.gates.rules  # schema-valid params always carry gates
+
+
+@FEWER
+@given(data=st.data())
+def test_report_commands_on_fuzzed_reports_without_a_score(data: st.DataObject) -> None:
+    """A task kind none report (no AUC, no F1, resource budgets among its gates) and its
+    release record, mutated: report (every format) and gate render, judge or exit 2."""
+    kind, example = data.draw(st.sampled_from([
+        ("report", "validation-report/positive/task-none-resources.json"),
+        ("release", "release/positive/task-none-resources.json")]))
+    obj = data.draw(mutated(json.loads((EXAMPLES_DIR / example).read_text()), max_mutations=2))
+    folder = Path(tempfile.mkdtemp(prefix="relgate-fuzz-none-"))
+    try:
+        path = folder / f"{kind}.json"
+        path.write_bytes(_text(obj))
+        runs: list[tuple[object, ...]] = [
+            ("report", path, "--format", data.draw(st.sampled_from(["text", "md", "json"])))]
+        if kind == "report":
+            runs.append(("report", path, "--format", "md", "--fail-on-gate"))
+        for argv in runs:
+            code, _out, err = run_cli(*argv)
+            assert_contract(code, err, " ".join(map(str, argv)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

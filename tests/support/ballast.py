@@ -85,3 +85,26 @@ def peak_rss(cmd: list[str], cwd: Path, *, timeout: float = 600) -> tuple[int, i
                          capture_output=True, text=True, check=True, timeout=timeout)
     code, kib = (int(v) for v in out.stdout.split())
     return code, kib * 1024
+
+
+def wide_model(path: Path, *, width: int = 262144, scale: float = 3.0) -> Path:
+    """``x [batch, 16] -> score [batch, 1]``: the mean over *width* columns of
+    ``x @ (scale * W_TRUE)`` repeated *width* times, so the score is exactly the linear
+    model's while each sample needs ``4 * width`` bytes of activations (1 MiB at the
+    default): a batch's memory grows with its size, as a dynamic-batch model's does. The
+    16 x width weights (16 MiB) are external data."""
+    w = np.repeat((scale * W_TRUE).astype(np.float32)[:, None], width, axis=1)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["wide"]),
+         helper.make_node("ReduceMean", ["wide", "axes"], ["score"], keepdims=1)], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", DIM])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[numpy_helper.from_array(w, "w"),
+                     numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                              producer_name="relgate-tests")
+    model.ir_version = 10
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+    return path

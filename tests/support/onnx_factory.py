@@ -206,6 +206,51 @@ def score_and_features_model(folder: Path, *, dims: int = 8, seed: int = 4,
     return _save(_model(graph), folder / name)
 
 
+# ---------------------------------------------------------------- seed 001: no score
+
+#: seed 001's interface: ``audio_codes`` int64 [1, CODEBOOKS, FRAMES]
+CODEBOOKS, FRAMES, CODE_VOCAB = 16, 128, 1024
+
+
+def codec_features_model(folder: Path, *, dims: int = 512, seed: int = 6, scale: float = 1.0,
+                         name: str = "codec.onnx") -> Path:
+    """Seed 001's form: ``audio_codes int64 [1, 16, 128] -> features float [1, 128, dims]``,
+    the mean over the 16 codebooks of an embedding table ``[1024, dims]`` gathered at the
+    codes, times *scale*; the table (2 MiB at dims 512) is external data in
+    ``<name>.data``. No classifier score: a features model (task kind none). *scale* 0
+    gives a collapsed model (every feature 0)."""
+    rng = np.random.default_rng(seed)
+    table = (scale * rng.normal(size=(CODE_VOCAB, dims))).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "audio_codes"], ["emb"], axis=0),
+         helper.make_node("ReduceMean", ["emb", "axes"], ["features"], keepdims=0)],
+        "codec",
+        [helper.make_tensor_value_info("audio_codes", TensorProto.INT64, [1, CODEBOOKS, FRAMES])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, FRAMES, dims])],
+        initializer=[numpy_helper.from_array(table, "table"),
+                     numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    model = _model(graph, producer="codec-like")
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=name + ".data", size_threshold=1024)
+    return path
+
+
+def codec_table(*, dims: int = 512, seed: int = 6, scale: float = 1.0) -> np.ndarray:
+    """The embedding table :func:`codec_features_model` stores (an oracle for its features)."""
+    rng = np.random.default_rng(seed)
+    return (scale * rng.normal(size=(CODE_VOCAB, dims))).astype(np.float32)
+
+
+def audio_codes(n: int, *, seed: int = 0) -> np.ndarray:
+    """``audio_codes int64 [n, 16, 128]`` in ``[0, 1024)``: n samples of seed 001's input."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, CODE_VOCAB, size=(n, CODEBOOKS, FRAMES), dtype=np.int64)
+
+
 # ---------------------------------------------------------------- external data by hand
 
 

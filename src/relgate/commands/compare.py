@@ -45,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from relgate.params import load_params
     from relgate.report import print_json
     from relgate.report.compare import compare_markdown, compare_text, pick_line
-    from relgate.tasks import task_kind
+    from relgate.tasks import refuse_kind_none, task_kind
 
     then = [t.strip() for t in args.then.split(",") if t.strip()]
     specs = [parse_candidate(c) for c in args.candidates]
     params = load_params(args.params)
+    refuse_kind_none(task_kind(params), "compare")
     check_metrics(args.by, then, task_kind(params))  # before any model is scored
     record = compare(specs, data_path=args.data, params=params, by=args.by, then=then,
                      root=args.root)

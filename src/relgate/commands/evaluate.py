@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
         threads, batch_size, spec, task = (params.evaluate.threads, params.evaluate.batch_size,
                                            params.contract, params.task)
         table = params.eval_data
-    from relgate.tasks import task_kind
+    from relgate.tasks import refuse_kind_none, task_kind
 
+    refuse_kind_none(task_kind(params if args.params else None, args.output_type), "evaluate")
     multiclass = task_kind(params if args.params else None, args.output_type) == "multiclass"
     threads = threads if args.threads is None else args.threads
     batch_size = batch_size if args.batch_size is None else args.batch_size

@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
         deltas=None if baseline is None else baseline["deltas"],
         baseline_name=None if baseline is None else baseline["name"],
     )
+    if params.resources is not None:  # the budgets in force, on the report's measurement
+        from relgate.resources import rejudge
+
+        verdict = rejudge(verdict, (), report.get("resources"), params.resources)
     if args.json:
         print_json(verdict_json(verdict))
     else:

@@ -32,17 +32,29 @@ def run(args: argparse.Namespace) -> int:
         from relgate.params import load_params
 
         params = load_params(args.params)
-    info = inspect_model(args.model, input_name=args.input_name, output_name=args.output_name,
-                         positive_index=args.positive_index,
-                         task=None if params is None else params.task,
-                         output_type=args.output_type, reducer=args.reducer)
+    task = None if params is None else params.task
+    if task is not None and task.kind == "none":  # no score to find: the health output
+        from relgate.onnxmodel import ModelInfo, external_data_files, model_digest
+        from relgate.tasks.none import none_contract
+
+        info = ModelInfo(path=str(args.model), digest=model_digest(args.model),
+                         contract=none_contract(args.model, input_name=args.input_name,
+                                                output_name=args.output_name, task=task),
+                         external=tuple(external_data_files(args.model)))
+    else:
+        info = inspect_model(args.model, input_name=args.input_name,
+                             output_name=args.output_name, positive_index=args.positive_index,
+                             task=task, output_type=args.output_type, reducer=args.reducer)
     if args.check_runtime:
         probe_session(args.model)
     if params is not None and params.contract is not None:
         # checked before anything is printed: output means the contract holds
         check_contract(info.contract, params.contract)
+    shown = info.to_dict()
+    if task is not None and task.kind == "none":
+        shown["task"] = info.contract.task_dict("none")
     if args.json:
-        print_json(info.to_dict())
+        print_json(shown)
     else:
-        render_inspect(info.to_dict(), console())
+        render_inspect(shown, console())
     return EXIT_OK

@@ -241,6 +241,8 @@ def recorded_gates(recorded: GateVerdict) -> GatesSpec:
     """
     rules, drops, on = [], {}, "point"
     for r in recorded.results:
+        if r.metric.startswith("resources."):
+            continue  # a budget is judged on the record's resources (relgate.resources.rejudge)
         if r.metric.endswith(" vs baseline"):
             drops[r.metric.removesuffix(" vs baseline")] = abs(float(r.bound))
             on = "ci_low" if r.on in ("ci_low", "ci_high") else "point"
@@ -269,6 +271,12 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         gates, gates_from = recorded_gates(recorded), None
     verdict = apply_gates(gates, metrics, deltas=None if block is None else deltas,
                           baseline_name=None if block is None else block["name"])
+    if gates_from is None:  # the recorded budgets, re-judged on the recorded measurement
+        from relgate.resources import rejudge
+
+        usage = (report or {}).get("resources") if release is None else \
+            (release.get("resources") or {}).get("reported")
+        verdict = rejudge(verdict, recorded.results, usage)
     if report is not None:
         model, data = report["model"], report["data"]
         model_path, model_sha, contract = model["path"], model["sha256"], model["contract"]

@@ -159,6 +159,8 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
     counts = (f"{task.get('n_classes', len(data.get('support', [])))} classes, {argmax}"
               if multiclass else f"pos={data['n_pos']}, neg={data['n_neg']}), "
                                  f"threshold {report['threshold']:.6g}")
+    if task.get("kind") == "none":  # no labels, no score: judged on its health and budgets
+        counts = "no labels), task kind none"
     console.print(
         f"{verdict}  "
         + escape(f"{report['model']['path']} on {data.get('split', '')} "

@@ -7,7 +7,9 @@ kind is one new module plus one entry in :data:`KINDS`. The binary kind validate
 :mod:`relgate.tasks.binary` (its metric engine is :mod:`relgate.metrics`, its calibration
 :func:`relgate.calibration.calibrate_model`); the multi-class kind in
 :mod:`relgate.tasks.multiclass` (metrics), :mod:`relgate.tasks.multiclass_calibration`
-(calibration) and :mod:`relgate.tasks.multiclass_validation` (validation).
+(calibration) and :mod:`relgate.tasks.multiclass_validation` (validation); the kind ``none``
+(no classifier score: gated on its contract, resource budgets and output health, with no
+calibration) in :mod:`relgate.tasks.none`.
 
 Interface of a task kind (validation and calibration are wired for both kinds):
 
@@ -31,7 +33,7 @@ from typing import Any
 from relgate.errors import ParamsError
 
 #: task kinds relgate validates, and the output types that imply each
-KINDS = ("binary", "multiclass")
+KINDS = ("binary", "multiclass", "none")
 _TYPES = {"logits": "multiclass", "probabilities": "multiclass", "logit": "binary",
           "probability": "binary", "features": "binary"}
 
@@ -56,7 +58,23 @@ def validation_runner(kind: str) -> Callable[..., Any]:
         from relgate.tasks.multiclass_validation import run_multiclass_validation
 
         return run_multiclass_validation
+    if kind == "none":  # no classifier score: contract, budgets and output health
+        from relgate.tasks.none import run_none_validation
+
+        return run_none_validation
     raise ParamsError(f"unknown task kind {kind!r}", hint=f"use one of: {', '.join(KINDS)}")
+
+
+def refuse_kind_none(kind: str, command: str) -> None:
+    """A UsageError (exit 2) for *command*, which reads a classifier score, when the task
+    kind is none (no score: ``relgate validate`` judges such a model)."""
+    if kind == "none":
+        from relgate.errors import UsageError
+
+        raise UsageError(f"relgate {command}: task kind none has no classifier score to "
+                         f"{'calibrate' if command == 'calibrate' else 'read'}",
+                         hint="judge the model with relgate validate (contract, resource "
+                              "budgets, output health)")
 
 
 def calibration_runner(kind: str) -> Callable[..., Any] | None:
@@ -72,4 +90,5 @@ def calibration_runner(kind: str) -> Callable[..., Any] | None:
         from relgate.tasks.multiclass_calibration import calibrate_multiclass_model
 
         return calibrate_multiclass_model
+    refuse_kind_none(kind, "calibrate")
     return None
