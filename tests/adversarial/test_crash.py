@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from relgate.bundle import iter_staging, verify_bundle
+from relgate.hashing import sha256_file
 from relgate.jsonio import read_json
 from tests.adversarial.conftest import assert_clean_failure
 
@@ -126,8 +127,11 @@ def test_a_promoter_killed_after_the_rename_leaves_a_release_the_next_run_pins(
     root = record.pop("bundle")
     assert root == {"path": "models/core/v1.0.0",
                     "root_digest": verify_bundle(bundle).root_digest}
-    # the mirror is the bundle's record plus the publication facts (time, git state)
+    # the mirror is the bundle's record plus the publication facts (time, git state, the
+    # provenance attestation written beside it)
     record.pop("created")
+    attestation = record.pop("attestation")
+    assert sha256_file(registry / attestation["path"]) == attestation["sha256"]
     for fact in ("git_commit", "git_dirty", "dvc_lock_sha256", "environment"):
         record["provenance"].pop(fact)
     assert record == read_json(bundle / "release.json")
