@@ -28,6 +28,7 @@ import yaml
 from relgate import schemas
 from relgate.errors import ParamsError, SchemaError
 from relgate.jsonio import read_capped
+from relgate.slice_params import SlicesSpec, slices_from_dict
 
 MAX_PARAMS_BYTES = 1024 * 1024
 MAX_PARAMS_DEPTH = 64  # as for JSON records: params are a few levels deep, never thousands
@@ -570,6 +571,8 @@ class Params:
     contract: ContractSpec | None
     task: TaskSpec | None = None
     parity: ParitySpec | None = None
+    #: ``slices:`` (issue 19): slice columns and per-slice rules (relgate.slice_params)
+    slices: SlicesSpec | None = None
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     export: Mapping[str, Any]
@@ -747,6 +750,7 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         ),
         task=_task(doc.get("task"), source=source),
         parity=_parity(doc.get("parity")),
+        slices=slices_from_dict(doc.get("slices"), source=source),
         data=_freeze(doc.get("data", {})),
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),
