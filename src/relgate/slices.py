@@ -17,8 +17,8 @@ per-slice metric from one resampling pass, and simultaneous intervals for a fami
   and classwise ECE are not computed per slice (a rule naming them fails closed).
 * **Simultaneous intervals.** :func:`simultaneous` widens the intervals of a family of
   slices by the bootstrap max-statistic: ``c`` is the ``confidence`` quantile over resamples
-  of the largest (over slices) two-sided rank extremity of the resample, and each slice gets
-  its resamples' ``[1 - c, c]`` quantiles, so all of them hold together with that confidence
+  of ``max_s |b_s - v_s| / se_s`` and each slice gets ``v_s +- c * se_s`` (never narrower
+  than its own percentile interval), so all of them hold together with that confidence
   (fifty healthy slices do not fail by chance).
 """
 
@@ -43,8 +43,8 @@ IntArray = npt.NDArray[np.int64]
 
 #: distinct values a slice column may hold (a row id used as a slice is a mistake)
 MAX_SLICES = 1000
-CORRECTION = ("bootstrap max-statistic: simultaneous percentile intervals (the largest "
-              "two-sided rank extremity across slices)")
+CORRECTION = ("bootstrap max-statistic: v +- c * se, c the quantile of the largest "
+              "standardized deviation across slices (studentized, two-sided)")
 #: multi-class metrics that have no per-slice value
 NOT_PER_SLICE = frozenset({"macro_auc", "weighted_auc", "classwise_ece"})
 
@@ -444,36 +444,35 @@ class Simultaneous:
 
 def simultaneous(point: FloatArray, boot: FloatArray | None, members: Sequence[int],
                  confidence: float) -> Simultaneous:
-    """The bootstrap max-statistic over *members* (module docstring): each resample's
-    extremity in a slice is how far into either tail of that slice's resamples it lies
-    (its rank, two-sided); ``critical`` is the *confidence* quantile over resamples of the
-    largest extremity across the slices, and each slice's bounds are its resamples'
-    quantiles at ``1 - critical`` and ``critical``. So all members' intervals hold together
-    with that confidence, each keeps its percentile shape, and none is narrower than the
-    slice's own interval. A member with an undefined point or resample gets no interval
-    (its rules fail closed)."""
+    """The bootstrap max-statistic over *members* (module docstring): ``critical`` is the
+    *confidence* quantile over resamples of ``max_s |b_s - v_s| / se_s`` (se: the standard
+    deviation of slice s's resamples), and each slice gets ``v_s +- critical * se_s``,
+    widened where needed to hold the slice's own percentile interval (a skewed slice keeps
+    its longer tail). A member with an undefined point or resample gets no interval (its
+    rules fail closed); one whose resamples never vary gets its point as both bounds."""
     idx = [int(s) for s in members]
     low: dict[int, float | None] = dict.fromkeys(idx)
     high: dict[int, float | None] = dict.fromkeys(idx)
     if boot is None or not idx or boot.shape[0] < 2:
         return Simultaneous(members=tuple(idx), critical=None, low=low, high=high)
     b = boot[:, idx]
-    ok = np.isfinite(point[idx]) & np.isfinite(b).all(axis=0)
-    if not ok.any():
-        return Simultaneous(members=tuple(idx), critical=None, low=low, high=high)
-    good = b[:, ok]
-    r = good.shape[0]
-    ranks = np.empty(good.shape, dtype=np.float64)
-    np.put_along_axis(ranks, np.argsort(good, axis=0, kind="stable"),
-                      np.arange(r, dtype=np.float64)[:, None], axis=0)
-    u = ranks / (r - 1)
-    extremity = np.maximum(u, 1.0 - u).max(axis=1)
-    level = max(float(np.quantile(extremity, confidence)), 0.5 + confidence / 2.0)
-    lo = np.quantile(good, 1.0 - level, axis=0)
-    hi = np.quantile(good, level, axis=0)
-    for j, s in enumerate(np.asarray(idx)[ok].tolist()):
-        low[s], high[s] = float(lo[j]), float(hi[j])
-    return Simultaneous(members=tuple(idx), critical=level, low=low, high=high)
+    v = point[idx]
+    ok = np.isfinite(v) & np.isfinite(b).all(axis=0)
+    se = np.zeros(len(idx))
+    se[ok] = b[:, ok].std(axis=0, ddof=1)
+    vary = ok & (se > 0)
+    critical: float | None = None
+    if vary.any():
+        z = np.abs(b[:, vary] - v[vary]) / se[vary]
+        critical = float(np.quantile(z.max(axis=1), confidence))
+    for j, s in enumerate(idx):
+        if not ok[j]:
+            continue
+        c = 0.0 if critical is None else critical
+        lo, hi = interval(b[:, j], confidence)
+        low[s] = float(min(v[j] - c * se[j], v[j] if lo is None else lo))
+        high[s] = float(max(v[j] + c * se[j], v[j] if hi is None else hi))
+    return Simultaneous(members=tuple(idx), critical=critical, low=low, high=high)
 
 
 def finite(x: float) -> float | None:
