@@ -239,12 +239,12 @@ def _drop_rules(spec: SlicesSpec, tables: Mapping[str, SliceTable], confidence: 
             delta = np.where([r is None for r in table.reasons[metric]], delta, np.nan)
             boot = None if metric not in cand.boot else cand.boot[metric] - base.boot[metric]
             bounds, critical = _bounds(table, delta, boot, members, side, confidence, True)
-            failing = [keys[s] for s in members
-                       if bounds[s] is None or not _compare(float(bounds[s]), op, bound)]
-            seen = [float(b) for b in bounds.values() if b is not None]
+            got = {s: bounds[s] for s in members}
+            failing = [keys[s] for s, b in got.items() if b is None or not _compare(b, op, bound)]
+            seen = [b for b in got.values() if b is not None]
             worst = (max(seen) if lower else min(seen)) if seen else None
-            shown = "; ".join(f"{keys[s]} delta {'undefined' if bounds[s] is None else fmt(float(bounds[s]))}"
-                              for s in members if keys[s] in failing)
+            shown = "; ".join(f"{keys[s]} delta {'undefined' if b is None else fmt(b)}"
+                              for s, b in got.items() if keys[s] in failing)
             reason = (f"{label}: {shown}, {need}" if failing or not members else
                       f"{label}: {len(members)} slice(s) within {fmt(drop)}")
             if not members:
@@ -309,9 +309,10 @@ def slices_report(spec: SlicesSpec, tables: Mapping[str, SliceTable] | None,
         by = _order_metric(spec, table)
         sign = 1.0 if by in LOWER_IS_BETTER else -1.0
 
-        def worst_key(s: int, by: str = by, sign: float = sign) -> tuple[float, str]:
+        def worst_key(s: int, by: str = by, sign: float = sign, table: SliceTable = table
+                      ) -> tuple[float, str]:
             v = _value(table, 0, by, s)
-            return (-np.inf if v is None else -sign * v, part.key(s))
+            return (-np.inf if v is None else -sign * v, table.partition.key(s))
 
         rows = []
         for s in sorted(range(len(part.values)), key=worst_key):
@@ -389,3 +390,144 @@ def read_partitions(spec: SlicesSpec, data_path: Any, n: int) -> dict[str, Any]:
     columns = read_slice_columns(data_path, spec.columns, n)
     return {",".join(feats): build_partition(columns, feats, source=str(data_path))
             for feats in spec.partitions}
+
+
+# ---------------------------------------------------------------- re-judging a report
+
+
+def _recorded_rules(block: Mapping[str, Any]) -> list[SliceRule]:
+    """The rules a report's slices section was judged with, rebuilt from its results."""
+    rules: list[SliceRule] = []
+    for r in block.get("results", ()):
+        if "across" in r:
+            rules.append(SliceRule(metric=r["metric"], on=r["on"], value=float(r["bound"]),
+                                   across=r["across"]))
+        elif "slice" in r and not r["metric"].endswith(" vs baseline"):
+            text = r["slice"]
+            feats = tuple(p.partition("=")[0] for p in text.split(","))
+            vals = tuple(p.partition("=")[2] for p in text.split(","))
+            rules.append(SliceRule(metric=r["metric"], on=r["on"], op=r["op"],
+                                   value=float(r["bound"]),
+                                   target=SliceTarget(text=text, features=feats, values=vals)))
+        else:  # a per-slice baseline guard: its recorded worst delta bound is judged again
+            rules.append(SliceRule(metric=r["metric"], on=r["on"], op=r["op"],
+                                   value=float(r["bound"]), across="*baseline*"))
+    return rules
+
+
+def rejudge_report(block: Mapping[str, Any] | None, spec: SlicesSpec | None = None, *,
+                   spec_baseline_on: str = "point") -> SliceVerdict | None:
+    """Judge slice rules again on the numbers a report recorded (``relgate gate``, the PR
+    summary): *spec*'s rules (params of another branch), else the rules the report names.
+    A one-slice rule reads the slice's point or interval, a ``feature=*`` rule the recorded
+    simultaneous bounds of the gated slices. What needs resamples (a gap, a partial
+    wildcard, a per-slice baseline guard on an interval) fails closed with a reason: run
+    ``relgate validate`` with these params instead. None: nothing to judge."""
+    if spec is None and block is None:
+        return None
+    rules = list(spec.rules) if spec is not None else _recorded_rules(block or {})
+    drops = dict(spec.max_drop) if spec is not None else {}
+    if not rules and not drops:
+        return None
+    results: list[dict[str, Any]] = []
+    parts: dict[str, Any] = {p["name"]: p for p in (block or {}).get("partitions", ())}
+    parts["*recorded*"] = list((block or {}).get("results", ()))
+    min_support = (block or {}).get("min_support")
+    for rule in rules:
+        results.append(_rejudge(rule, parts, min_support, spec))
+    base_on = "point" if spec is None else spec_baseline_on
+    for metric in sorted(drops):
+        lower = metric in LOWER_IS_BETTER
+        side = "point" if base_on == "point" else ("ci_high" if lower else "ci_low")
+        op, bound = ("<=", drops[metric]) if lower else (">=", -drops[metric])
+        rule = SliceRule(metric=f"{metric} vs baseline", on=side, op=op, value=bound,
+                         across="*baseline*")
+        results.append(_rejudge(rule, parts, min_support, spec))
+    reasons = tuple(r["reason"] for r in results if not r["passed"])
+    return SliceVerdict(passed=not reasons, results=tuple(results), reasons=reasons)
+
+
+def _rejudge(rule: SliceRule, parts: Mapping[str, Any], min_support: Any,
+             spec: SlicesSpec | None) -> dict[str, Any]:
+    fresh = "re-run relgate validate with these params"
+    if spec is not None and min_support != spec.min_support:
+        return _rule_result(rule, False, f"{rule.describe()}: the report gated slices of at "
+                            f"least {min_support} rows, params say {spec.min_support}; {fresh}",
+                            observed=None)
+    recorded = parts["*recorded*"]
+    if rule.across == "*baseline*":  # the recorded worst delta bound (same metric and side)
+        same = [r for r in recorded if r["metric"] == rule.metric and r["on"] == rule.on
+                and isinstance(r.get("observed"), int | float) and r["slices"]]
+        if not same:
+            return _rule_result(rule, False, f"{rule.metric} per slice: no recorded paired "
+                                f"deltas on {rule.on}; {fresh}", observed=None)
+        x = float(same[0]["observed"])
+        ok = _compare(x, rule.op, rule.value)
+        word = rule.op if ok else _NEG[rule.op]
+        return _rule_result(rule, ok, f"{rule.metric} per slice (worst {rule.on}): "
+                            f"{fmt(x)} {word} {fmt(rule.value)}", observed=x,
+                            judged=same[0]["slices"])
+    if rule.is_gap:  # the recorded interval of best - worst (it does not depend on the bound)
+        gaps = [r["gap"] for r in recorded if "gap" in r and r["metric"] == rule.metric
+                and r.get("across") == rule.across]
+        field = {"point": "value", "ci_low": "ci_low", "ci_high": "ci_high"}[rule.on]
+        g = gaps[0].get(field) if gaps else None
+        if not isinstance(g, int | float):
+            return _rule_result(rule, False, f"{rule.describe()}: no recorded interval of the "
+                                f"difference; {fresh}", observed=None)
+        ok = float(g) <= rule.value
+        return _rule_result(rule, ok, f"{rule.describe()}: {fmt(float(g))} "
+                            f"{'<=' if ok else '>'} {fmt(rule.value)} ({gaps[0]['best']} - "
+                            f"{gaps[0]['worst']})", observed=float(g),
+                            failing=[] if ok else [gaps[0]["worst"]])
+    assert rule.target is not None
+    part = parts.get(rule.target.partition)
+    if part is None:
+        return _rule_result(rule, False, f"{rule.describe()}: the report has no slices by "
+                            f"{rule.target.partition}; {fresh}", observed=None)
+    partial = not rule.target.is_single and any(v != "*" for v in rule.target.values)
+    if partial and rule.on != "point":
+        return _rule_result(rule, False, f"{rule.describe()}: simultaneous intervals of a "
+                            f"partial family are not in the report; {fresh}", observed=None)
+    rows = [r for r in part["slices"] if rule.target.matches(tuple(r["values"]))]
+    if rule.target.is_single and not rows:
+        return _rule_result(rule, False, f"{rule.describe()}: no such slice in the report",
+                            observed=None)
+    members = rows if rule.target.is_single else [r for r in rows if r["gated"]]
+    small = [r["key"] for r in rows if not r["gated"]]
+    if not members or (rule.target.is_single and rule.on == "point" and small):
+        return _rule_result(rule, False, f"{rule.describe()}: no slice with at least "
+                            "min_support rows to gate on", observed=None, too_small=small)
+    field = {"point": "value", "ci_low": "ci_low", "ci_high": "ci_high"}[rule.on]
+    if not rule.target.is_single and rule.on != "point":
+        field = "sim_low" if rule.on == "ci_low" else "sim_high"
+    failing, seen = [], []
+    for r in members:
+        got = (r["metrics"].get(rule.metric) or {}).get(field)
+        if not isinstance(got, int | float) or isinstance(got, bool) or not np.isfinite(got):
+            failing.append(f"{r['key']} has no {field}")
+            continue
+        seen.append(float(got))
+        if not _compare(float(got), rule.op, rule.value):
+            failing.append(f"{r['key']} {fmt(float(got))} {_NEG[rule.op]} {fmt(rule.value)}")
+    worst = (min(seen) if rule.op in (">=", ">") else max(seen)) if seen else None
+    reason = (f"{rule.describe()}: " + "; ".join(failing) if failing
+              else f"{rule.describe()}: {len(members)} slice(s) {rule.op} {fmt(rule.value)}")
+    return _rule_result(rule, not failing, reason, observed=worst,
+                        judged=[r["key"] for r in members],
+                        failing=[f.split(" ")[0] for f in failing], too_small=small)
+
+
+def merged_verdict(verdict: Any, slices: SliceVerdict | None) -> Any:
+    """A GateVerdict with the slice rules folded in (for ``relgate gate`` and the summaries):
+    it passes only when both pass."""
+    if slices is None:
+        return verdict
+    from relgate.gates import GateResult, GateVerdict
+
+    extra = tuple(GateResult(metric=r["rule"], op=r["op"], bound=float(r["bound"]), on=r["on"],
+                             observed=r["observed"], passed=bool(r["passed"]),
+                             reason=r["reason"]) for r in slices.results)
+    return GateVerdict(mode=verdict.mode, passed=bool(verdict.passed and slices.passed),
+                       results=tuple(verdict.results) + extra,
+                       reasons=tuple(verdict.reasons) + slices.reasons)

@@ -59,10 +59,7 @@ def read_slice_columns(path: str | os.PathLike[str], names: Sequence[str], n: in
 
     p = Path(path)
     fmt = tables.detect_format(p)
-    if fmt == "npz":
-        raw = _npz_columns(p, names)
-    else:
-        raw = _table_columns(p, fmt, names)
+    raw = _npz_columns(p, names) if fmt == "npz" else _table_columns(p, fmt, names)
     return {name: _checked(p, name, raw[name], n) for name in names}
 
 
@@ -92,21 +89,21 @@ def _missing(p: Path, names: Sequence[str], found: Mapping[str, Any], keys: Sequ
 
 
 def _table_columns(p: Path, fmt: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     from relgate import tables
 
     with tables._opened(p) as (fh, _fd, _ident):
         try:
             if fmt == "parquet":
-                import pyarrow.parquet as pq
+                import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
                 pf = pq.ParquetFile(fh)
                 keys = list(pf.schema_arrow.names)
                 _missing(p, names, {k: 1 for k in keys}, keys)
                 table = pf.read(columns=list(names))
             else:
-                import pyarrow.csv as pcsv
+                import pyarrow.csv as pcsv  # type: ignore[import-untyped]
 
                 table = pcsv.read_csv(fh, convert_options=pcsv.ConvertOptions(
                     column_types={nm: pa.string() for nm in names}, strings_can_be_null=True))

@@ -238,3 +238,35 @@ def test_parquet_nulls_and_an_unknown_slice_value_are_refused(cli: Any,
     line = assert_clean_failure(result)
     assert "no value 'MARS'" in line and "EU_SW" in line
     assert not (d["folder"] / "bad.json").exists()
+
+
+def test_gate_and_summaries_rejudge_the_slice_rules(cli: Any, seed003: dict[str, Any]) -> None:
+    """``relgate gate`` with stricter slice rules from another branch fails a report that
+    passed; the PR summary of a slice-failing report says it fails and shows the table;
+    the terminal report prints the per-slice table worst first."""
+    d = seed003
+    code, _ = _validate(cli, d, _parquet(d), _params(d["folder"], table=True))
+    assert code == 0
+    report = d["folder"] / "report.json"
+    assert cli("gate", report, "--params", _params(d["folder"], table=True)).code == 0
+    strict = _params(d["folder"], table=True,
+                     extra="  - {metric: accuracy, op: '>=', value: 0.99, slice: region=US}\n")
+    result = cli("gate", report, "--params", strict)
+    assert result.code == 1 and "region=US" in result.out
+    looser_gap = _params(d["folder"], table=True).read_text().replace("max_gap: 0.1",
+                                                                       "max_gap: 0.001")
+    (d["folder"] / "gap.yaml").write_text(looser_gap)
+    result = cli("gate", report, "--params", d["folder"] / "gap.yaml")
+    assert result.code == 1 and "gap across region" in result.out
+    md = cli("report", report, "--format", "md")
+    assert md.code == 0 and "Slices by region" in md.out and "too small" in md.out
+    code, failing = _validate(cli, d, _parquet(d), strict)
+    assert code == 1 and failing["passed"] is False
+    md = cli("report", report, "--format", "md")
+    assert "fails its gates" in md.out and "region=US" in md.out
+    text = cli("report", report)
+    assert "FAILED" in text.out and "region=US" in text.out
+    validate = cli("validate", "--model", d["model"], "--data", _parquet(d), "--params",
+                   _params(d["folder"], table=True))
+    assert validate.code == 0 and "slices by region" in validate.out
+    assert "region=AF" in validate.out and "too small" in validate.out

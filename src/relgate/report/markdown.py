@@ -156,6 +156,8 @@ class ReportSummary:
     support: Sequence[int] | None = None
     #: multi-class: the "no conclusive" threshold of the calibration applied
     selective_threshold: float | None = None
+    #: the report's ``slices`` section (issue 19), None without slices
+    slices: Mapping[str, Any] | None = None
 
     @property
     def multiclass(self) -> bool:
@@ -269,6 +271,10 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         gates, gates_from = recorded_gates(recorded), None
     verdict = apply_gates(gates, metrics, deltas=None if block is None else deltas,
                           baseline_name=None if block is None else block["name"])
+    if report is not None and report.get("slices") is not None:  # slice rules, re-judged too
+        from relgate.slice_gates import merged_verdict, rejudge_report
+
+        verdict = merged_verdict(verdict, rejudge_report(report["slices"]))
     if report is not None:
         model, data = report["model"], report["data"]
         model_path, model_sha, contract = model["path"], model["sha256"], model["contract"]
@@ -310,6 +316,7 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         metrics=metrics, verdict=verdict, gates_from=gates_from, recorded_passed=recorded_passed,
         deltas=deltas, comparison=comparison, task=task, confusion=confusion, support=support,
         selective_threshold=selective,
+        slices=None if report is None else report.get("slices"),
     )
 
 
@@ -507,6 +514,10 @@ def summary_markdown(summary: ReportSummary) -> str:
         lines += ["", *_confusion_md(summary)]
     elif summary.confusion:
         lines += ["", *_binary_confusion_md(summary)]
+    if summary.slices is not None:
+        from relgate.report.slices import slices_markdown
+
+        lines += ["", *slices_markdown(summary.slices)]
     lines += ["", *_provenance_md(summary)]
     lines += ["", *_contract_md(summary.contract)]
     return "\n".join(lines) + "\n"
