@@ -270,3 +270,55 @@ def test_gate_and_summaries_rejudge_the_slice_rules(cli: Any, seed003: dict[str,
                    _params(d["folder"], table=True))
     assert validate.code == 0 and "slices by region" in validate.out
     assert "region=AF" in validate.out and "too small" in validate.out
+
+
+def test_per_slice_baseline_guard_through_validation(seed003: dict[str, Any]) -> None:
+    """The previous release scored on the same rows: per-slice paired deltas, recorded in the
+    report; the same model as its own baseline drops nowhere."""
+    from relgate import schemas
+    from relgate.params import load_params
+    from relgate.validation import Baseline, run_validation
+
+    d = seed003
+    data = d["folder"] / "base.npz"
+    np.savez(data, x=d["x"], y=d["y"], region=d["region"])
+    params = load_params(_params(d["folder"], extra="  max_drop: {accuracy: 0.0, brier: 0.0}\n"))
+    out = run_validation(d["model"], data, params=params,
+                         baseline=Baseline(name="v0", model_path=d["model"]))
+    schemas.validate(out.report, "validation-report")
+    block = out.report["slices"]
+    guards = [r for r in block["results"] if r["metric"].endswith("vs baseline")]
+    assert [g["passed"] for g in guards] == [True, True] and out.passed
+    row = block["partitions"][0]["slices"][0]
+    assert row["deltas"] == {"accuracy": 0.0, "brier": 0.0}
+    alone = run_validation(d["model"], data, params=params)  # no previous release: fails closed
+    assert not alone.passed
+    assert any("no previous release" in r for r in alone.report["reasons"])
+
+
+def test_a_binary_task_with_slices_is_refused(cli: Any, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("schema_version: 1\ngates:\n  mode: all\n  rules:\n"
+                      "  - {metric: auc, op: '>=', value: 0.5}\nslices:\n  features: [region]\n")
+    result = cli("validate", "--model", tmp_path / "m.onnx", "--data", tmp_path / "d.npz",
+                 "--params", params)
+    assert "multi-class" in assert_clean_failure(result)
+
+
+def test_slice_columns_from_csv_bytes_and_bools(tmp_path: Path) -> None:
+    from relgate.errors import DataError
+    from relgate.slices import build_partition, read_slice_columns
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("x,y,region\n1.0,0,EU\n2.0,1,US\n3.0,1,EU\n")
+    cols = read_slice_columns(csv, ["region"], 3)
+    assert cols["region"].tolist() == ["EU", "US", "EU"]
+    csv.write_text("x,y,region\n1.0,0,EU\n2.0,1,\n3.0,1,EU\n")
+    with pytest.raises(DataError, match="null"):
+        read_slice_columns(csv, ["region"], 3)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, y=np.array([0, 1, 1]), dev=np.array([b"ios", b"web", b"ios"]),
+             flag=np.array([True, False, True]))
+    cols = read_slice_columns(npz, ["dev", "flag"], 3)
+    part = build_partition(cols, ("dev", "flag"), source="t")
+    assert part.values == (("ios", "true"), ("web", "false"))

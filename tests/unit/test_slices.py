@@ -199,3 +199,12 @@ def test_bad_slice_params_are_refused(slices: dict[str, Any], match: str) -> Non
         {"metric": "accuracy", "op": ">=", "value": 0.5}]}, "slices": slices}
     with pytest.raises(ParamsError, match=match):
         params_from_dict(doc)
+
+
+def test_a_model_that_failed_its_checks_fails_every_slice_rule() -> None:
+    spec = _spec([*EVERY, {"metric": "accuracy", "max_gap": 0.1, "across": "group"}],
+                 max_drop={"accuracy": 0.01})
+    verdict = apply_slice_gates(spec, None, confidence=0.95,
+                                not_computed="not computed: the model outputs NaN")
+    assert not verdict.passed and len(verdict.results) == 3
+    assert all("outputs NaN" in r for r in verdict.reasons)
