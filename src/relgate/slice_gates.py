@@ -383,11 +383,12 @@ def judge_slices(spec: SlicesSpec, partitions: Mapping[str, Any], *, y: Any,
     return slices_report(spec, tables, verdict, confidence=confidence), verdict
 
 
-def read_partitions(spec: SlicesSpec, data_path: Any, n: int) -> dict[str, Any]:
+def read_partitions(spec: SlicesSpec, data_path: Any, n: int, *,
+                    identity: Any = None) -> dict[str, Any]:
     """Read the slice columns of the eval set and group its rows by each declared partition."""
     from relgate.slices import build_partition, read_slice_columns
 
-    columns = read_slice_columns(data_path, spec.columns, n)
+    columns = read_slice_columns(data_path, spec.columns, n, identity=identity)
     return {",".join(feats): build_partition(columns, feats, source=str(data_path))
             for feats in spec.partitions}
 

@@ -52,14 +52,16 @@ NOT_PER_SLICE = frozenset({"macro_auc", "weighted_auc", "classwise_ece"})
 # ---------------------------------------------------------------- reading the columns
 
 
-def read_slice_columns(path: str | os.PathLike[str], names: Sequence[str], n: int
-                       ) -> dict[str, np.ndarray]:
-    """The named columns of the eval set at *path* as 1-D numpy arrays of length *n*."""
+def read_slice_columns(path: str | os.PathLike[str], names: Sequence[str], n: int, *,
+                       identity: Any = None) -> dict[str, np.ndarray]:
+    """The named columns of the eval set at *path* as 1-D numpy arrays of length *n*.
+    *identity* (a table's, as scored) must still be the file's: a file swapped since it
+    was scored is refused rather than sliced."""
     from relgate import tables
 
     p = Path(path)
     fmt = tables.detect_format(p)
-    raw = _npz_columns(p, names) if fmt == "npz" else _table_columns(p, fmt, names)
+    raw = _npz_columns(p, names) if fmt == "npz" else _table_columns(p, fmt, names, identity)
     return {name: _checked(p, name, raw[name], n) for name in names}
 
 
@@ -88,12 +90,13 @@ def _missing(p: Path, names: Sequence[str], found: Mapping[str, Any], keys: Sequ
                         hint="add the column, or fix slices.features in params.yaml")
 
 
-def _table_columns(p: Path, fmt: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+def _table_columns(p: Path, fmt: str, names: Sequence[str], identity: Any = None
+                   ) -> dict[str, np.ndarray]:
     import pyarrow as pa  # type: ignore[import-untyped]
 
     from relgate import tables
 
-    with tables._opened(p) as (fh, _fd, _ident):
+    with tables._opened(p, expect=identity) as (fh, _fd, _ident):
         try:
             if fmt == "parquet":
                 import pyarrow.parquet as pq  # type: ignore[import-untyped]

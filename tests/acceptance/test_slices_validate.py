@@ -322,3 +322,18 @@ def test_slice_columns_from_csv_bytes_and_bools(tmp_path: Path) -> None:
     cols = read_slice_columns(npz, ["dev", "flag"], 3)
     part = build_partition(cols, ("dev", "flag"), source="t")
     assert part.values == (("ios", "true"), ("web", "false"))
+
+
+def test_a_table_swapped_after_scoring_is_not_sliced(seed003: dict[str, Any]) -> None:
+    """The slice columns are read from the very file that was scored (its identity)."""
+    from relgate.errors import DataError
+    from relgate.scoring import EvalData
+    from relgate.slices import read_slice_columns
+
+    d = seed003
+    path = _parquet(d)
+    scored = EvalData.open(path, labels="multiclass")
+    path.unlink()
+    _parquet(d)  # same name, another file
+    with pytest.raises(DataError, match="changed since it was opened"):
+        read_slice_columns(path, ["region"], d["y"].size, identity=scored.identity)

@@ -257,7 +257,9 @@ def run_multiclass_validation(
     if params.slices is not None:  # slice columns are checked before any metric (issue 19)
         from relgate.slice_gates import check_targets, read_partitions
 
-        partitions = read_partitions(params.slices, data_path, int(y.size))
+        scored = scorer.data(data_path)  # a table's identity as scored: no swapped file
+        partitions = read_partitions(params.slices, data_path, int(y.size),
+                                     identity=getattr(scored, "identity", None))
         check_targets(params.slices, partitions)
     if calibration is not None:
         mcal.check_multiclass_calibration(calibration, n_classes=k,
