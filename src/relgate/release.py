@@ -515,6 +515,11 @@ def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, Fil
     # 4. the gates of the params in force (not the ones the report claims)
     metrics = {k: MetricEstimate.from_dict(v) for k, v in fresh["metrics"].items()}
     verdict = apply_gates(params.gates, metrics, deltas=_baseline_deltas(fresh))
+    if (fresh.get("slices") or {}).get("passed") is False:  # issue 19: slice rules, as re-run
+        from relgate.gates import GateVerdict
+
+        verdict = GateVerdict(mode=verdict.mode, passed=False, results=verdict.results,
+                              reasons=(*verdict.reasons, *fresh["slices"]["reasons"]))
     return _Judged(subject=subject, digest=digest, staged_model=model, data_sha=data_sha,
                    calibration_sha=calibration_sha, calibration_bytes=calibration_bytes,
                    fresh=fresh, verdict=verdict, reproductions=tuple(reproductions),

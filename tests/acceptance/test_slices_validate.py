@@ -337,3 +337,30 @@ def test_a_table_swapped_after_scoring_is_not_sliced(seed003: dict[str, Any]) ->
     _parquet(d)  # same name, another file
     with pytest.raises(DataError, match="changed since it was opened"):
         read_slice_columns(path, ["region"], d["y"].size, identity=scored.identity)
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["passes", "slice-fails"])
+def test_promote_re_judges_the_slice_rules(seed003: dict[str, Any], tmp_path: Path,
+                                           strict: bool) -> None:
+    """promote re-evaluates with the params in force: a model that fails a slice rule is not
+    published, whatever its overall gates say; one that passes them is."""
+    import shutil
+
+    from tests.support.registry import relgate
+
+    d = seed003
+    root = tmp_path / "reg"
+    (root / "models").mkdir(parents=True)
+    (root / "data").mkdir()
+    shutil.copy(d["model"], root / "models" / "model.onnx")
+    np.savez(root / "data" / "test.npz", x=d["x"], y=d["y"], region=d["region"])
+    extra = "  - {metric: accuracy, op: '>=', value: 0.99, slice: region=US}\n" if strict else ""
+    text = _params(d["folder"], extra=extra).read_text()
+    text += "release:\n  name: v1.0.0\n  promoted:\n    path: models/model.onnx\n"
+    (root / "params.yaml").write_text(text)
+    assert relgate(root, "validate", "--model", "models/model.onnx", "--data",
+                   "data/test.npz", "--out", "analysis/validation_report.json",
+                   "--record-verdict") == 0
+    code = relgate(root, "promote")
+    assert code == (1 if strict else 0)
+    assert (root / "models" / "core" / "v1.0.0").exists() is not strict
