@@ -31,7 +31,8 @@ class SliceTarget:
         return ",".join(self.features)
 
     def matches(self, values: tuple[str, ...]) -> bool:
-        return all(w in ("*", v) for w, v in zip(self.values, values, strict=True))
+        return len(values) == len(self.values) and all(
+            w in ("*", v) for w, v in zip(self.values, values, strict=True))
 
     @property
     def is_single(self) -> bool:

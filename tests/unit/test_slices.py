@@ -208,3 +208,34 @@ def test_a_model_that_failed_its_checks_fails_every_slice_rule() -> None:
                                 not_computed="not computed: the model outputs NaN")
     assert not verdict.passed and len(verdict.results) == 3
     assert all("outputs NaN" in r for r in verdict.reasons)
+
+
+def test_rejudging_a_hostile_slices_block_fails_closed_without_crashing() -> None:
+    from relgate.slice_gates import rejudge_report
+
+    row = {"key": "a=1,b=2", "values": ["1", "2"], "n": 99, "support": [99], "gated": True,
+           "metrics": {"accuracy": {"value": 0.9, "ci_low": 0.8, "ci_high": 1.0,
+                                    "sim_low": 0.7, "sim_high": 1.0}}}
+    block = {"min_support": 50, "partitions": [{"name": "a", "slices": [row]}],
+             "results": [{"rule": "r", "metric": "accuracy", "on": "point", "op": ">=",
+                          "bound": 0.5, "slice": "a", "passed": True, "observed": 0.9}]}
+    verdict = rejudge_report(block)
+    assert verdict is not None and not verdict.passed
+    block["results"][0]["slice"] = "a=1"
+    row["values"], row["key"] = ["1"], "a=1"
+    verdict = rejudge_report(block)
+    assert verdict is not None and verdict.passed
+    row["metrics"]["accuracy"]["value"] = float("nan")
+    verdict = rejudge_report(block)
+    assert verdict is not None and not verdict.passed and "has no value" in verdict.reasons[0]
+
+
+def test_the_pr_summary_lists_the_slices_that_got_worse() -> None:
+    from relgate.report.slices import worse_slices_markdown
+
+    rows = [{"key": "r=a", "deltas": {"accuracy": -0.031, "brier": -0.01}},
+            {"key": "r=b", "deltas": {"accuracy": 0.02, "brier": 0.004}},
+            {"key": "r=c", "deltas": {"accuracy": None}}]
+    lines = worse_slices_markdown({"partitions": [{"slices": rows}]})
+    assert "| r=a | accuracy | -0.0310 |" in lines and "| r=b | brier | +0.0040 |" in lines
+    assert not any("r=c" in ln or "r=a | brier" in ln or "r=b | accuracy" in ln for ln in lines)
