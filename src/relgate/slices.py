@@ -108,10 +108,13 @@ def _table_columns(p: Path, fmt: str, names: Sequence[str], identity: Any = None
             else:
                 import pyarrow.csv as pcsv  # type: ignore[import-untyped]
 
-                table = pcsv.read_csv(fh, convert_options=pcsv.ConvertOptions(
-                    column_types={nm: pa.string() for nm in names}, strings_can_be_null=True))
-                keys = list(table.column_names)
+                with pcsv.open_csv(fh) as reader:  # the header only: which columns exist
+                    keys = list(reader.schema.names)
                 _missing(p, names, {k: 1 for k in keys}, keys)
+                fh.seek(0)
+                table = pcsv.read_csv(fh, convert_options=pcsv.ConvertOptions(
+                    include_columns=list(names), column_types={nm: pa.string() for nm in names},
+                    strings_can_be_null=True))
         except tables._arrow_errors() as exc:
             raise tables._arrow_error(p, exc, ()) from None
     out: dict[str, np.ndarray] = {}

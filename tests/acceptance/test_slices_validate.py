@@ -364,3 +364,13 @@ def test_promote_re_judges_the_slice_rules(seed003: dict[str, Any], tmp_path: Pa
     code = relgate(root, "promote")
     assert code == (1 if strict else 0)
     assert (root / "models" / "core" / "v1.0.0").exists() is not strict
+
+
+def test_a_csv_without_the_slice_column_names_what_it_has(tmp_path: Path) -> None:
+    from relgate.errors import DataError
+    from relgate.slices import read_slice_columns
+
+    csv = tmp_path / "d.csv"
+    csv.write_text("x,y,device\n1.0,0,ios\n")
+    with pytest.raises(DataError, match=r"'region'.* not in the eval set; it holds 'device', 'x'"):
+        read_slice_columns(csv, ["region"], 1)
