@@ -29,6 +29,7 @@ from relgate import schemas
 from relgate.errors import ParamsError, SchemaError
 from relgate.jsonio import read_capped
 from relgate.resources import ResourcesSpec
+from relgate.slice_params import SlicesSpec, slices_from_dict
 
 MAX_PARAMS_BYTES = 1024 * 1024
 MAX_PARAMS_DEPTH = 64  # as for JSON records: params are a few levels deep, never thousands
@@ -603,6 +604,8 @@ class Params:
     parity: ParitySpec | None = None
     #: ``resources:`` budgets (relgate.resources); None when params declare none
     resources: ResourcesSpec | None = None
+    #: ``slices:`` (issue 19): slice columns and per-slice rules (relgate.slice_params)
+    slices: SlicesSpec | None = None
     data: Mapping[str, Any]
     train: Mapping[str, Any]
     export: Mapping[str, Any]
@@ -798,6 +801,7 @@ def params_from_dict(doc: Any, *, source: str = "params.yaml") -> Params:
         parity=_parity(doc.get("parity")),
         resources=None if doc.get("resources") is None
         else ResourcesSpec.from_dict(doc["resources"]),
+        slices=slices_from_dict(doc.get("slices"), source=source),
         data=_freeze(doc.get("data", {})),
         train=_freeze(doc.get("train", {})),
         export=_freeze(doc.get("export", {})),

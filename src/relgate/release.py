@@ -593,6 +593,11 @@ def _judge(subject: _Subject, *, root: Path, staging: Path, files: dict[str, Fil
 
         verdict = GateVerdict.from_dict(with_budgets(
             verdict.to_dict(), gate_results(report.get("resources"), params.resources)))
+    if (fresh.get("slices") or {}).get("passed") is False:  # issue 19: slice rules, as re-run
+        from relgate.gates import GateVerdict
+
+        verdict = GateVerdict(mode=verdict.mode, passed=False, results=verdict.results,
+                              reasons=(*verdict.reasons, *fresh["slices"]["reasons"]))
     return _Judged(subject=subject, digest=digest, staged_model=model, data_sha=data_sha,
                    calibration_sha=calibration_sha, calibration_bytes=calibration_bytes,
                    fresh=fresh, verdict=verdict, reproductions=tuple(reproductions),

@@ -44,6 +44,12 @@ def run(args: argparse.Namespace) -> int:
         from relgate.resources import rejudge
 
         verdict = rejudge(verdict, (), report.get("resources"), params.resources)
+    if params.slices is not None or report.get("slices") is not None:  # issue 19
+        from relgate.slice_gates import merged_verdict, rejudge_report
+
+        base_on = "point" if params.gates.baseline is None else params.gates.baseline.on
+        verdict = merged_verdict(verdict, rejudge_report(report.get("slices"), params.slices,
+                                                         spec_baseline_on=base_on))
     if args.json:
         print_json(verdict_json(verdict))
     else:

@@ -156,6 +156,8 @@ class ReportSummary:
     support: Sequence[int] | None = None
     #: multi-class: the "no conclusive" threshold of the calibration applied
     selective_threshold: float | None = None
+    #: the report's ``slices`` section (issue 19), None without slices
+    slices: Mapping[str, Any] | None = None
 
     @property
     def multiclass(self) -> bool:
@@ -277,6 +279,10 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         usage = (report or {}).get("resources") if release is None else \
             (release.get("resources") or {}).get("reported")
         verdict = rejudge(verdict, recorded.results, usage)
+    if report is not None and report.get("slices") is not None:  # slice rules, re-judged too
+        from relgate.slice_gates import merged_verdict, rejudge_report
+
+        verdict = merged_verdict(verdict, rejudge_report(report["slices"]))
     if report is not None:
         model, data = report["model"], report["data"]
         model_path, model_sha, contract = model["path"], model["sha256"], model["contract"]
@@ -318,6 +324,7 @@ def summarize(source: str, *, report: Mapping[str, Any] | None = None,
         metrics=metrics, verdict=verdict, gates_from=gates_from, recorded_passed=recorded_passed,
         deltas=deltas, comparison=comparison, task=task, confusion=confusion, support=support,
         selective_threshold=selective,
+        slices=None if report is None else report.get("slices"),
     )
 
 
@@ -515,6 +522,10 @@ def summary_markdown(summary: ReportSummary) -> str:
         lines += ["", *_confusion_md(summary)]
     elif summary.confusion:
         lines += ["", *_binary_confusion_md(summary)]
+    if summary.slices is not None:
+        from relgate.report.slices import slices_markdown
+
+        lines += ["", *slices_markdown(summary.slices)]
     lines += ["", *_provenance_md(summary)]
     lines += ["", *_contract_md(summary.contract)]
     return "\n".join(lines) + "\n"

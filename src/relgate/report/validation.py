@@ -197,6 +197,10 @@ def render_validation(report: Mapping[str, Any], console: Any, *, out: str | Non
         gates.add_row(escape(f"{r['metric']}{where} {r['op']} {r['bound']:g}"),
                       _num(r["observed"]), mark, escape(r["reason"]))
     console.print(gates)
+    if report.get("slices") is not None:  # issue 19
+        from relgate.report.slices import render_slices
+
+        render_slices(report["slices"], console)
     checks = report.get("checks")
     if checks:
         console.print(_checks_line(checks))

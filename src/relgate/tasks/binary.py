@@ -91,6 +91,12 @@ def run_binary_validation(
     from relgate.provenance import package_versions
     from relgate.scoring import check_output_values, score_dataset
 
+    if params.slices is not None:  # issue 19: per-slice gates are multi-class only so far
+        from relgate.errors import ParamsError
+
+        raise ParamsError(f"{params.source}: slices: per-slice gates are built for multi-class "
+                          "tasks; a binary task cannot be gated per slice yet",
+                          hint="drop the slices: section, or declare task.kind: multiclass")
     model_path, data_path = Path(model_path), Path(data_path)
     contract = resolve_contract(model_path, params=params, input_name=input_name,
                                 output_name=output_name, positive_index=positive_index,

@@ -253,6 +253,14 @@ def run_multiclass_validation(
         raise ParamsError(f"{params.source}: task.top_k {too_big} exceed the {k} classes",
                           hint=f"use top_k values of at most {k}")
     mc.check_labels(y, k)
+    partitions = None
+    if params.slices is not None:  # slice columns are checked before any metric (issue 19)
+        from relgate.slice_gates import check_targets, read_partitions
+
+        scored = scorer.data(data_path)  # a table's identity as scored: no swapped file
+        partitions = read_partitions(params.slices, data_path, int(y.size),
+                                     identity=getattr(scored, "identity", None))
+        check_targets(params.slices, partitions)
     if calibration is not None:
         mcal.check_multiclass_calibration(calibration, n_classes=k,
                                           output_type=str(contract.output_type),
@@ -300,6 +308,7 @@ def run_multiclass_validation(
     plots: dict[str, bytes] = {}
     unselective: list[str] = []
     comparison: dict[str, Any] | None = None
+    prob_c: npt.NDArray[np.float64] | None = None
     if failed:
         why = "; ".join(failed)
         estimates = {name: MetricEstimate(value=None, reason=f"not computed: {why}")
@@ -314,6 +323,7 @@ def run_multiclass_validation(
                              resamples=boot.resamples, confidence=boot.confidence, seed=boot.seed,
                              selective_threshold=sel_t)
         estimates = dict(result.metrics)
+        prob_c = prob
         if asked and sel_t is None:
             assert calibration is not None
             why = (f"no conclusive threshold in {calibration_path}: "
@@ -335,7 +345,9 @@ def run_multiclass_validation(
     verdict = apply_gates(params.gates, estimates, deltas=deltas,
                           baseline_name=None if baseline is None else baseline.name)
     failed += unselective
-    passed = bool(verdict.passed) and not failed
+    slice_block, slice_reasons = _slices(params, partitions, y=y, prob=prob_c, top_k=top_k,
+                                         sel_t=sel_t, comparison=comparison, failed=failed)
+    passed = bool(verdict.passed) and not failed and not slice_reasons
     metrics = {name: est.to_dict() for name, est in sorted(estimates.items())}
     task_block: dict[str, Any] = {**contract.task_dict("multiclass"), "warnings": []}
     task_block["n_classes"] = k
@@ -349,7 +361,7 @@ def run_multiclass_validation(
         "passed": passed,
         "stats": {"auc": metrics["macro_auc"].get("value"), "mean_std": None,
                   "high_corr_frac": None, "frac_sig": None},
-        "reasons": [] if passed else [*failed, *verdict.reasons],
+        "reasons": [] if passed else [*failed, *verdict.reasons, *slice_reasons],
         "model": {"path": model_label or str(model_path), "sha256": digest.sha256,
                   "files": [_file_entry(f) for f in digest.files],
                   "contract": contract.to_dict()},
@@ -369,6 +381,8 @@ def run_multiclass_validation(
     }
     if comparison is not None:
         report["baseline"] = comparison["record"]
+    if slice_block is not None:
+        report["slices"] = slice_block
     schemas.validate(report, "validation-report", source="validation report")
     # no binary curves of a multi-class model: the plots get no points (prob NaN)
     return ValidationOutcome(report=report, y=np.zeros(y.shape, dtype=np.int8),
@@ -476,4 +490,33 @@ def compare_multiclass_baseline(
               "deltas": {n: v.to_dict() for n, v in sorted(estimates.items())}}
     if calibration is not None:
         record["temperature"] = calibration["probability"].get("temperature")
-    return {"estimates": estimates, "record": record}
+    return {"estimates": estimates, "record": record, "prob": prob_b, "threshold": t_b}
+
+
+def _slices(params: Params, partitions: Any, *, y: npt.NDArray[np.int64],
+            prob: npt.NDArray[np.float64] | None, top_k: tuple[int, ...], sel_t: float | None,
+            comparison: dict[str, Any] | None, failed: list[str]
+            ) -> tuple[dict[str, Any] | None, list[str]]:
+    """The report's ``slices`` section and the reasons its rules failed (issue 19,
+    :mod:`relgate.slice_gates`); (None, []) when params declare no slices."""
+    spec = params.slices
+    if spec is None or partitions is None:
+        return None, []
+    from relgate.slice_gates import judge_slices
+
+    boot = params.validate.bootstrap
+    probs = None if prob is None or failed else [prob]
+    thresholds: list[float | None] = [sel_t]
+    if probs is not None and comparison is not None:
+        probs.append(comparison["prob"])
+        t_b = comparison["threshold"]
+        # selective metrics per slice only when both models have a threshold
+        thresholds = [sel_t, t_b] if sel_t is not None and t_b is not None else [None, None]
+    base = params.gates.baseline
+    block, verdict = judge_slices(
+        spec, partitions, y=y, probs=probs, thresholds=thresholds, top_k=top_k,
+        ece_bins=params.validate.ece_bins, resamples=boot.resamples,
+        confidence=boot.confidence, seed=boot.seed,
+        baseline_on="point" if base is None else base.on,
+        not_computed=("not computed: " + "; ".join(failed)) if failed else None)
+    return block, list(verdict.reasons)
