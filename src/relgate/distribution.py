@@ -765,6 +765,8 @@ class ReleaseInfo:
     deprecated_by: str | None = None
     #: who signed the bundle, as the record notes it (None: unsigned)
     signer: str | None = None
+    #: why ``relgate fetch`` cannot download it (relgate.remotes), None when a remote can
+    not_fetchable: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -776,6 +778,7 @@ class ReleaseInfo:
             "stages": list(self.stages), "deprecated": self.deprecated_by is not None,
             "deprecated_by": self.deprecated_by,
             "signer": self.signer,
+            "fetchable": self.not_fetchable is None, "not_fetchable": self.not_fetchable,
         }
 
 
@@ -922,6 +925,8 @@ def list_releases(repo: str = ".") -> ReleaseListing:
         if git_dir is not None:
             infos, stages, lifecycle_notes = annotate(infos, root, head=commit)
             notes += lifecycle_notes
+            infos = _with_remotes(infos, root, head=commit)
+            notes += _remote_notes(infos)
         return ReleaseListing(repo=repo, local=True, commit=commit,
                               releases=tuple(sorted(infos, key=_version_key, reverse=True)),
                               notes=tuple(notes), stages=stages)
@@ -946,9 +951,37 @@ def list_releases(repo: str = ".") -> ReleaseListing:
                               **_tag_kw(name, rec, tags, all_tags, template))
                  for name, (rec, src) in found.items()]
         infos, stages, lifecycle_notes = annotate(infos, repo_dir, head=commit)
+        infos = _with_remotes(infos, repo_dir, head=commit)
         return ReleaseListing(repo=repo, local=False, commit=commit,
                               releases=tuple(sorted(infos, key=_version_key, reverse=True)),
-                              notes=tuple(lifecycle_notes), stages=stages)
+                              notes=(*lifecycle_notes, *_remote_notes(infos)), stages=stages)
+
+
+def _with_remotes(infos: Sequence[ReleaseInfo], repo_dir: Path,
+                  head: str | None) -> list[ReleaseInfo]:
+    """Mark each release that no DVC remote can serve: ``dvc get`` reads the default remote
+    of the committed ``.dvc/config`` at the commit fetch resolves (its tag's, else HEAD)."""
+    from relgate.remotes import fetch_problem
+
+    problems: dict[str | None, str | None] = {}
+    out = []
+    for info in infos:
+        commit = info.tag_commit or head
+        if commit not in problems:
+            config = None if commit is None else _show(repo_dir, commit, ".dvc/config")
+            problems[commit] = fetch_problem([config])
+        out.append(dataclasses.replace(info, not_fetchable=problems[commit]))
+    return out
+
+
+def _remote_notes(infos: Sequence[ReleaseInfo]) -> list[str]:
+    """One note naming the releases no remote can serve, and the fix."""
+    blocked = [i for i in infos if i.not_fetchable is not None]
+    if not blocked:
+        return []
+    return [f"{blocked[0].not_fetchable} for {', '.join(i.name for i in blocked)}: the "
+            "registry's owner adds one (dvc remote add -d NAME URL, commit .dvc/config, "
+            "dvc push; README 'Running a registry')"]
 
 
 def _tag_kw(name: str, record: Mapping[str, Any], tags: Mapping[str, tuple[str, str]],

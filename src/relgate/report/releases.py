@@ -50,14 +50,15 @@ def _present(value: bool | None) -> str:
 
 
 HEADERS = ("release", "tag", "created", "promoted", "auc", "f1", "root digest", "local",
-           "stage", "deprecated", "signed by")
+           "stage", "deprecated", "signed by", "fetchable")
 
 
 def release_rows(listing: ReleaseListing) -> list[tuple[str, ...]]:
     return [(r.name, r.tag or "-", r.created, str(r.promoted.get("path", "-")),
              _metric(r.metrics.get("auc")), _metric(r.metrics.get("f1")),
              r.root_digest or "-", _present(r.present), ",".join(r.stages) or "-",
-             r.deprecated_by or "no", r.signer or "-")
+             r.deprecated_by or "no", r.signer or "-",
+             "yes" if r.not_fetchable is None else r.not_fetchable.removeprefix("not fetchable: "))
             for r in listing.releases]
 
 
