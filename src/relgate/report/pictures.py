@@ -95,6 +95,17 @@ def reliability_picture(rows: Sequence[Mapping[str, float]]) -> Picture:
     return Picture("reliability", "Reliability diagram", spec, ("line", "symbol"))
 
 
+def _heatmap(enc: Mapping[str, Any], field: str, *, scheme: str, font_size: int,
+             text_format: str | None = None) -> list[dict[str, Any]]:
+    """A rect per cell coloured by *field*, with its value written in it."""
+    text: dict[str, Any] = {"field": field, "type": "quantitative"}
+    if text_format is not None:
+        text["format"] = text_format
+    return [{"mark": "rect", "encoding": {**enc, "color": {
+                "field": field, "type": "quantitative", "scale": {"scheme": scheme}}}},
+            {"mark": {"type": "text", "fontSize": font_size}, "encoding": {**enc, "text": text}}]
+
+
 def confusion_picture(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> Picture:
     """Rows true, columns predicted; the axes keep the class order given."""
     order = list(labels)
@@ -103,12 +114,7 @@ def confusion_picture(matrix: Sequence[Sequence[int]], labels: Sequence[str]) ->
     spec = _base("Confusion matrix (rows true, columns predicted)", cells)
     enc = {"x": {"field": "predicted", "type": "ordinal", "sort": order, "title": "predicted"},
            "y": {"field": "true", "type": "ordinal", "sort": order, "title": "true"}}
-    spec["layer"] = [
-        {"mark": "rect", "encoding": {**enc, "color": {"field": "count", "type": "quantitative",
-                                                       "scale": {"scheme": "blues"}}}},
-        {"mark": {"type": "text", "fontSize": 11}, "encoding": {**enc, "text": {
-            "field": "count", "type": "quantitative"}}},
-    ]
+    spec["layer"] = _heatmap(enc, "count", scheme="blues", font_size=11)
     return Picture("confusion", "Confusion matrix", spec, ("rect", "text"))
 
 
@@ -119,12 +125,7 @@ def sweep_picture(rows: Sequence[Mapping[str, float]]) -> Picture:
     spec = _base("Validation AUC over the input scale/offset sweep", rows)
     enc = {"x": {"field": "offset", "type": "ordinal", "sort": offsets, "title": "offset"},
            "y": {"field": "scale", "type": "ordinal", "sort": scales, "title": "scale"}}
-    spec["layer"] = [
-        {"mark": "rect", "encoding": {**enc, "color": {"field": "auc", "type": "quantitative",
-                                                       "scale": {"scheme": "viridis"}}}},
-        {"mark": {"type": "text", "fontSize": 9}, "encoding": {**enc, "text": {
-            "field": "auc", "type": "quantitative", "format": ".3f"}}},
-    ]
+    spec["layer"] = _heatmap(enc, "auc", scheme="viridis", font_size=9, text_format=".3f")
     return Picture("calibration_sweep", "Calibration sweep", spec, ("rect", "text"))
 
 
