@@ -212,6 +212,22 @@ def resource_lines(resources: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def slice_lines(slices: Mapping[str, Any]) -> list[str]:
+    """The gates per slice: each rule, its verdict, the slices it judged and those too small
+    to gate (reported, never silently dropped), and the correction for many slices."""
+    verdict = "passed" if slices.get("passed") else "failed"
+    lines = [f"## Gates per slice ({verdict})", "",
+             "| rule | result | slices judged | too small to gate | reason |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in slices.get("rules") or []:
+        lines.append(f"| {_cell(r.get('rule'))} | {'✅' if r.get('passed') else '❌'} | "
+                     f"{_cell(', '.join(r.get('slices') or [])) or '-'} | "
+                     f"{_cell(', '.join(r.get('too_small') or [])) or '-'} | {_cell(r.get('reason'))} |")
+    lines += ["", f"Slices with fewer than {slices.get('min_support')} rows are never gated on a "
+              f"point value. Intervals over every slice are simultaneous: {slices.get('correction')}."]
+    return lines
+
+
 def model_card(record: Mapping[str, Any]) -> str:
     """Markdown: what the model is, its contract, metrics with intervals, gates, how to verify."""
     name = record["name"]
@@ -276,6 +292,8 @@ def model_card(record: Mapping[str, Any]) -> str:
                      f"{'✅' if g['passed'] else '❌'} | {g['reason']} |")
     if isinstance(record.get("resources"), Mapping):
         lines += ["", *resource_lines(record["resources"])]
+    if isinstance(record.get("slices"), Mapping):
+        lines += ["", *slice_lines(record["slices"])]
     prov = record["provenance"]
     lines += ["", "## Provenance", "",
               f"- seed: {prov.get('seed')}",

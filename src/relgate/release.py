@@ -443,6 +443,8 @@ def _build(params: Params, *, root: Path, staging: Path, subjects: list[_Subject
     record.update(task_record(main.fresh))
     if main.fresh.get("resources") is not None:  # the report's measurement: the bundle's bytes
         record["resources"] = {"reported": main.fresh["resources"]}  # depend on evidence only
+    if main.fresh.get("slices") is not None:  # the slice rules as promote re-ran them
+        record["slices"] = slices_summary(main.fresh["slices"])
     if main.calibration_bytes is not None and main.calibration_sha is not None:
         record["calibration"] = calibration_summary(
             loads_strict(main.calibration_bytes, source=spec.calibration),
@@ -999,6 +1001,20 @@ def _recorded_params(params: Params) -> dict[str, Any]:
     doc = thaw(params.raw)
     doc["release"].pop("allow_dvc_cache_links", None)
     return dict(doc)
+
+
+def slices_summary(slices: Mapping[str, Any]) -> dict[str, Any]:
+    """What a release record (and its card) says of the gates per slice: the correction for
+    many slices, the smallest gated slice, and each rule with its verdict and the slices it
+    judged or left out as too small."""
+    return {
+        "correction": slices.get("correction"), "min_support": slices.get("min_support"),
+        "passed": bool(slices.get("passed")),
+        "rules": [{"rule": r.get("rule"), "passed": bool(r.get("passed")),
+                   "reason": r.get("reason"), "slices": list(r.get("slices") or []),
+                   "too_small": list(r.get("too_small") or [])}
+                  for r in slices.get("results") or []],
+    }
 
 
 def task_record(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -364,6 +364,19 @@ def test_promote_re_judges_the_slice_rules(seed003: dict[str, Any], tmp_path: Pa
     code = relgate(root, "promote")
     assert code == (1 if strict else 0)
     assert (root / "models" / "core" / "v1.0.0").exists() is not strict
+    if strict:
+        return
+    bundle = root / "models" / "core" / "v1.0.0"
+    report = json.loads((root / "analysis" / "validation_report.json").read_text())
+    record = json.loads((bundle / "release.json").read_text())
+    assert [r["rule"] for r in record["slices"]["rules"]] == [
+        r["rule"] for r in report["slices"]["results"]]
+    assert record["slices"]["passed"] is True
+    card = (bundle / "README.md").read_text()
+    assert "## Gates per slice (passed)" in card
+    for rule in record["slices"]["rules"]:  # every gated slice is named on the card
+        assert rule["rule"] in card.replace("\\|", "|").replace("&lt;", "<")
+        assert all(name in card for name in rule["slices"] + rule["too_small"])
 
 
 def test_a_csv_without_the_slice_column_names_what_it_has(tmp_path: Path) -> None:
