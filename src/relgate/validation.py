@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -514,6 +515,34 @@ def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
+def slice_plot_files(report: Mapping[str, Any]) -> dict[str, bytes]:
+    """``slices_<partition>_<metric>.csv`` for each metric a slice rule judges (``dvc plots``:
+    one bar per slice): slice, n, gated, value, the interval and the simultaneous interval,
+    worst first as in the report. UTF-8 and quoted: slice values are the eval set's text."""
+    import csv
+    import io
+
+    section = report.get("slices")
+    if not isinstance(section, Mapping):
+        return {}
+    judged = sorted({r["metric"] for r in section.get("results") or [] if r.get("metric")})
+    files: dict[str, bytes] = {}
+    for part in section.get("partitions") or []:
+        for metric in judged:
+            buf = io.StringIO()
+            out = csv.writer(buf, lineterminator="\n")
+            out.writerow(("slice", "n", "gated", "value", "ci_low", "ci_high", "sim_low",
+                          "sim_high"))
+            for sl in part.get("slices") or []:
+                m = (sl.get("metrics") or {}).get(metric) or {}
+                out.writerow((sl.get("key"), sl.get("n"), str(bool(sl.get("gated"))).lower(),
+                              *(_cell(m.get(k)) for k in ("value", "ci_low", "ci_high",
+                                                          "sim_low", "sim_high"))))
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"slices_{part['name']}_{metric}")
+            files[f"{name}.csv"] = buf.getvalue().encode("utf-8")
+    return files
+
+
 def write_plots(
     outcome: ValidationOutcome, folder: str | os.PathLike[str], *, bins: int
 ) -> list[Path]:
@@ -533,6 +562,7 @@ def write_plots(
         ),
     }
     files.update(outcome.plots or {})
+    files.update(slice_plot_files(outcome.report))
     written = []
     for name, data in files.items():
         atomic_write_bytes(target / name, data)

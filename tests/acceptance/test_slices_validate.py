@@ -387,3 +387,44 @@ def test_a_csv_without_the_slice_column_names_what_it_has(tmp_path: Path) -> Non
     csv.write_text("x,y,device\n1.0,0,ios\n")
     with pytest.raises(DataError, match=r"'region'.* not in the eval set; it holds 'device', 'x'"):
         read_slice_columns(csv, ["region"], 1)
+
+
+def test_a_plot_and_a_picture_per_sliced_metric(cli: Any, seed003: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    """validate --plots-dir writes one CSV per partition and judged metric (for dvc plots),
+    row for row the report's slices; report --format html draws each as a bar chart with
+    one bar per slice (too-small slices included, marked)."""
+    import csv
+    import re
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    d = seed003
+    out, plots = tmp_path / "report.json", tmp_path / "plots"
+    result = cli("validate", "--model", d["model"], "--data", _parquet(d), "--params",
+                 _params(d["folder"], table=True), "--out", out, "--plots-dir", plots)
+    assert result.code == 0, result.err
+    report = json.loads(out.read_text())
+    part = report["slices"]["partitions"][0]
+    metrics = sorted({r["metric"] for r in report["slices"]["results"]})
+    for metric in metrics:
+        rows = list(csv.DictReader((plots / f"slices_region_{metric}.csv").read_text(
+            encoding="utf-8").splitlines()))
+        assert [r["slice"] for r in rows] == [s["key"] for s in part["slices"]]
+        for row, sl in zip(rows, part["slices"], strict=True):
+            want = sl["metrics"][metric]["value"]
+            assert (row["value"] == "") if want is None else float(row["value"]) == want
+            assert row["gated"] == str(sl["gated"]).lower() and int(row["n"]) == sl["n"]
+    page = subprocess.run([sys.executable, "-m", "relgate", "report", str(out), "--format",
+                           "html", "--plots-dir", str(plots)], capture_output=True, text=True)
+    assert page.returncode == 0, page.stderr
+    figures = dict(re.findall(r'<figure id="(slices_[a-z_0-9]+)">\s*(<svg.*?</svg>)',
+                              page.stdout, re.S))
+    assert set(figures) == {f"slices_region_{m}" for m in metrics}
+    for metric in metrics:
+        svg = ET.fromstring(figures[f"slices_region_{metric}"])
+        bars = [g for g in svg.iter() if {"mark-rect", "role-mark"} <= set(
+            (g.get("class") or "").split())]
+        drawn = sum(1 for s in part["slices"] if s["metrics"][metric]["value"] is not None)
+        assert len(bars) == 1 and len([p for p in bars[0] if p.tag.endswith("path")]) == drawn

@@ -131,6 +131,47 @@ def sweep_picture(rows: Sequence[Mapping[str, float]]) -> Picture:
 
 #: the largest plots file or calibration record read for a picture
 MAX_PLOT_BYTES = 64 * 1024 * 1024
+def slice_pictures(section: Mapping[str, Any]) -> list[Picture]:
+    """One bar chart per partition and per metric a slice rule judges: each slice's value
+    with its simultaneous interval, worst first as the report orders them; slices too small
+    to gate in grey."""
+    import re
+
+    judged = sorted({r["metric"] for r in section.get("results") or [] if r.get("metric")})
+    pictures = []
+    for part in section.get("partitions") or []:
+        for metric in judged:
+            rows = []
+            for sl in part.get("slices") or []:
+                m = (sl.get("metrics") or {}).get(metric) or {}
+                if not isinstance(m.get("value"), int | float):
+                    continue
+                rows.append({"slice": str(sl.get("key")), "value": m["value"],
+                             "low": m.get("sim_low", m["value"]),
+                             "high": m.get("sim_high", m["value"]), "n": sl.get("n"),
+                             "gated": "gated" if sl.get("gated") else "too small"})
+            if not rows:
+                continue
+            order = [r["slice"] for r in rows]
+            title = f"{metric} by {part['name']} (simultaneous intervals)"
+            spec = _base(title, rows)
+            y = {"field": "slice", "type": "nominal", "sort": order, "title": part["name"]}
+            spec["height"] = max(60, 18 * len(rows))
+            spec["layer"] = [
+                {"mark": "bar", "encoding": {
+                    "y": y, "x": {"field": "value", "type": "quantitative", "title": metric},
+                    "color": {"field": "gated", "type": "nominal", "scale": {
+                        "domain": ["gated", "too small"], "range": ["#4c78a8", "#bbbbbb"]}},
+                    "tooltip": [{"field": "n", "type": "quantitative"}]}},
+                {"mark": {"type": "rule", "color": "#333"}, "encoding": {
+                    "y": y, "x": {"field": "low", "type": "quantitative"},
+                    "x2": {"field": "high"}}},
+            ]
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"slices_{part['name']}_{metric}")
+            pictures.append(Picture(name, title, spec, ("rect", "rule")))
+    return pictures
+
+
 def read_once(path: Path, what: str) -> tuple[bytes, str]:
     """The bytes of a regular file (no FIFO, device or huge file) and their sha256, read
     once: what is drawn is what the page names, even if the file is swapped meanwhile."""
@@ -232,6 +273,9 @@ def evidence_pictures(report: Mapping[str, Any] | None, *, plots_dir: Path | Non
             names = ["0 (negative)", "1 (positive)"]
         labels = [names[i] if i < len(names) else str(i) for i in range(len(matrix))]
         pictures.append(confusion_picture(matrix, labels))
+    section = (report or {}).get("slices")
+    if isinstance(section, Mapping):
+        pictures.extend(slice_pictures(section))
     sweep = _sweep_rows(report, calibration, sources, notes)
     if len(sweep) > 1:
         pictures.append(sweep_picture(sweep))
