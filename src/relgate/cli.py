@@ -143,8 +143,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _install_progress() -> None:
+    """Progress bars for the core modules (relgate.progress), rendered by relgate.report;
+    imported only when a bar is actually drawn, so ``--help`` stays fast."""
+    from relgate import progress
+
+    def bytes_bar(total: int) -> Any:
+        from relgate.report.verify import hash_progress
+
+        return hash_progress(total)
+
+    def steps_bar(description: str) -> Any:
+        from relgate.report.contract import progress_bar
+
+        return progress_bar(description)
+
+    def enabled() -> bool:
+        from relgate.report import progress_enabled
+
+        return progress_enabled()
+
+    progress.install(bytes_bar=bytes_bar, steps_bar=steps_bar, enabled=enabled)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (see the module docstring for 141)."""
+    _install_progress()
     guard = _StdoutGuard(sys.stdout)
     sys.stdout = cast(TextIO, guard)
     try:

@@ -187,8 +187,8 @@ def _size_hint(path: str | os.PathLike[str]) -> int:
 def byte_progress(progress: bool | ByteSink, sizes: Iterable[int]) -> Iterator[ByteSink | None]:
     """A byte sink for a progress bar, or None when no bar is wanted.
 
-    The bar itself lives in relgate.report (the only place that renders);
-    it is imported lazily and only when a terminal is attached.
+    The bar itself lives in relgate.report (the only place that renders), installed by the
+    CLI through relgate.progress; shown only when a terminal is attached.
     """
     if callable(progress):
         yield progress
@@ -197,14 +197,9 @@ def byte_progress(progress: bool | ByteSink, sizes: Iterable[int]) -> Iterator[B
     if not progress or max(sizes, default=0) < PROGRESS_MIN_BYTES:
         yield None
         return
-    from relgate.report import progress_enabled
+    from relgate.progress import byte_bar
 
-    if not progress_enabled():
-        yield None
-        return
-    from relgate.report.verify import hash_progress
-
-    ctx: Any = hash_progress(sum(sizes)) if sizes else nullcontext(None)
+    ctx: Any = byte_bar(sum(sizes)) if sizes else nullcontext(None)
     with ctx as sink:
         yield sink
 

@@ -1018,9 +1018,9 @@ def score_dataset(
         return scorer.score(data_path, scale=scale, offset=offset, progress=progress)
     if not progress:
         return scorer.score(data_path, scale=scale, offset=offset)
-    from relgate.report.contract import progress_bar
+    from relgate.progress import step_bar
 
-    with progress_bar(f"scoring {Path(data_path).name}") as update:
+    with step_bar(f"scoring {Path(data_path).name}") as update:
         return scorer.score(data_path, scale=scale, offset=offset, progress=update)
 
 
