@@ -409,6 +409,16 @@ def _sha256_data(path: Path, sha256_file: Callable[[Path], str]) -> str:
         raise DataError(f"{path}: cannot read ({exc.strerror})", hint="check the file") from None
 
 
+def data_columns(params: Params) -> dict[str, Any]:
+    """The report's record of how a table's columns were read (``data.columns``), when the
+    params map them (``eval_data``); nothing for the default (inputs by name, labels ``y``)."""
+    spec = params.eval_data
+    if spec.is_default:
+        return {}
+    return {"columns": {"label": spec.label,
+                        "inputs": {k: list(v) for k, v in sorted(spec.inputs.items())}}}
+
+
 def _file_entry(entry: Any) -> dict[str, Any]:
     if isinstance(entry, Mapping):
         return {"path": entry["path"], "size": int(entry["size"]), "sha256": entry["sha256"]}

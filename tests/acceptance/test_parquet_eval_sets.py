@@ -572,6 +572,8 @@ def test_eval_data_renamed_label_and_assembled_columns_through_validate_and_prom
         rep = reports[fmt] = _report(root, out)
         assert rep["data"]["sha256"] == openssl_sha256(root / "data" / f"test.{fmt}")
         assert rep["data"]["n"] == 900 and rep["data"]["n_pos"] == int(y.sum())
+        # the report records how the table was read, as params eval_data mapped it
+        assert rep["data"]["columns"] == {"label": "target", "inputs": {"x": list(FEATURES)}}
         for metric, value in want.items():
             assert rep["metrics"][metric]["value"] == pytest.approx(value, abs=1e-12), metric
         assert rep["passed"] is True

@@ -57,6 +57,7 @@ from relgate.validation import (
     batch_check,
     batch_sample,
     check_calibration_applies,
+    data_columns,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -207,6 +208,7 @@ def run_binary_validation(
             "n": int(y.size),
             "n_pos": n_pos,
             "n_neg": int(y.size) - n_pos,
+            **data_columns(params),
         },
         "calibration": calibration_ref,
         "task": {**contract.task_dict(), "warnings": warnings},

@@ -210,6 +210,7 @@ def run_multiclass_validation(
         _sha256_data,
         batch_sample,
         check_calibration_applies,
+        data_columns,
     )
 
     if threshold is not None:
@@ -367,7 +368,8 @@ def run_multiclass_validation(
                   "contract": contract.to_dict()},
         "data": {"path": data_label or str(data_path), "sha256": data_sha,
                  "split": split or split_name(data_path), "n": int(y.size),
-                 "n_pos": None, "n_neg": None, "support": [int(s) for s in support]},
+                 "n_pos": None, "n_neg": None, "support": [int(s) for s in support],
+                 **data_columns(params)},
         "calibration": calibration_ref,
         "task": task_block,
         "threshold": 0.0,

@@ -29,7 +29,14 @@ import numpy as np
 
 from relgate.errors import DataError, ModelError, UsageError
 from relgate.params import Params
-from relgate.validation import SCHEMA_VERSION, Baseline, ValidationOutcome, _file_entry, _sha256_data
+from relgate.validation import (
+    SCHEMA_VERSION,
+    Baseline,
+    ValidationOutcome,
+    _file_entry,
+    _sha256_data,
+    data_columns,
+)
 
 #: what gates.rules may name for task kind none
 NONE_METRICS = ("mean_std", "high_corr_frac")
@@ -114,7 +121,7 @@ def run_none_validation(
                   "contract": contract.to_dict()},
         "data": {"path": data_label or str(data_path), "sha256": data_sha,
                  "split": split or split_name(data_path), "n": ev.n, "n_pos": None,
-                 "n_neg": None},
+                 "n_neg": None, **data_columns(params)},
         "calibration": None,
         "task": {**contract.task_dict("none"), "warnings": []},
         "threshold": 0.0,
