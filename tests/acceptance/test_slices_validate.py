@@ -266,6 +266,7 @@ def test_gate_and_summaries_rejudge_the_slice_rules(cli: Any, seed003: dict[str,
     assert "fails its gates" in md.out and "region=US" in md.out
     text = cli("report", report)
     assert "FAILED" in text.out and "region=US" in text.out
+    assert "slices by region" in text.out and "too small" in text.out  # the per-slice table
     validate = cli("validate", "--model", d["model"], "--data", _parquet(d), "--params",
                    _params(d["folder"], table=True))
     assert validate.code == 0 and "slices by region" in validate.out

@@ -773,6 +773,10 @@ def render_summary(summary: ReportSummary, console: Any) -> None:
         if summary.multiclass:
             console.print(_class_table(record))
         _confusion(record, console)
+    if summary.slices is not None:
+        from relgate.report.slices import render_slices
+
+        render_slices(summary.slices, console, rules=False)  # the verdict above judges
     data = f"{summary.data_path} sha256 {summary.data_sha256[:SHORT_SHA]}"
     if summary.n is not None:
         data += f" (n={summary.n}{_class_counts(summary)})"

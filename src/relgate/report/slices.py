@@ -30,8 +30,9 @@ def _rows(part: Mapping[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
     return out
 
 
-def render_slices(block: Mapping[str, Any], console: Any) -> None:
-    """The terminal tables (rich)."""
+def render_slices(block: Mapping[str, Any], console: Any, *, rules: bool = True) -> None:
+    """The terminal tables (rich); *rules* False leaves out the recorded rule results (a
+    summary that re-judges shows its own verdict instead)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -49,13 +50,15 @@ def render_slices(block: Mapping[str, Any], console: Any) -> None:
         if more > 0:
             console.print(f"... {more} more slices in the JSON report")
     console.print(escape(f"every-slice rules use {block['correction']}"))
-    rules = Table(title="slice gates", title_justify="left")
+    if not rules:
+        return
+    table = Table(title="slice gates", title_justify="left")
     for col in ("rule", "observed", "result", "reason"):
-        rules.add_column(col)
+        table.add_column(col)
     for r in block["results"]:
         mark = "[green]pass[/green]" if r["passed"] else "[red]fail[/red]"
-        rules.add_row(escape(r["rule"]), _num(r["observed"]), mark, escape(r["reason"]))
-    console.print(rules)
+        table.add_row(escape(r["rule"]), _num(r["observed"]), mark, escape(r["reason"]))
+    console.print(table)
 
 
 def slices_markdown(block: Mapping[str, Any]) -> list[str]:
