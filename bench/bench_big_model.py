@@ -232,9 +232,10 @@ class Registry:
 def main() -> None:
     free = shutil.disk_usage("/tmp").free
     need = int(6 * GIB * 1024 ** 3) + 512 * MIB
-    if free < need:
-        raise SystemExit(f"/tmp has {free / 1024 ** 3:.1f} GiB free; the bench needs "
-                         f"{need / 1024 ** 3:.1f} GiB (RELGATE_BENCH_GIB={GIB})")
+    if free < need:  # skipped, said so: the other cases of bench/run.py still run
+        print(f"NOT RUN: /tmp has {free / 1024 ** 3:.1f} GiB free; the bench needs "
+              f"{need / 1024 ** 3:.1f} GiB (set RELGATE_BENCH_GIB lower)", flush=True)
+        return
     print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} before the run; "
           f"/tmp {free / 1024 ** 3:.0f} GiB free; {GIB} GiB of external data; warm-up round "
           f"+ {REPEATS} interleaved rounds, medians", flush=True)
