@@ -119,9 +119,59 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return _hash_path(path, None)[1]
 
 
-def _hash_path(path: str | os.PathLike[str], on_bytes: ByteSink | None) -> tuple[int, str]:
-    fd, _ = open_regular(path)
+#: while ``remembered_copies`` is open: (st_dev, st_ino) of each file copy_and_hash wrote ->
+#: (its stamp after the fsync, its sha256)
+_remembered: dict[tuple[int, int], tuple[tuple[int, int, int, int], str]] | None = None
+_remembered_lock = threading.Lock()
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What any write, truncation, rename over or new link changes: size, mtime, ctime, links."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
+
+
+@contextmanager
+def remembered_copies() -> Iterator[None]:
+    """Within this block a file that copy_and_hash wrote is not read again to be hashed:
+    ``sha256_file`` and ``sha256_files`` answer the digest computed while copying, as long as
+    the opened file is that inode with the same size, mtime, ctime (nanoseconds) and link
+    count as right after its fsync; anything else is read and hashed as usual. Promote opens
+    it around its private staging folder, so the staged copies it re-evaluates are not
+    hashed a second time (issue 16: every evidence byte is read once)."""
+    global _remembered
+    with _remembered_lock:
+        outer = _remembered
+        _remembered = {} if outer is None else outer
     try:
+        yield
+    finally:
+        with _remembered_lock:
+            _remembered = outer
+
+
+def _remember(fd: int, hexdigest: str) -> None:
+    with _remembered_lock:
+        if _remembered is not None:
+            st = os.fstat(fd)
+            _remembered[(st.st_dev, st.st_ino)] = (_stamp(st), hexdigest)
+
+
+def _recall(st: os.stat_result) -> str | None:
+    with _remembered_lock:
+        if _remembered is None:
+            return None
+        known = _remembered.get((st.st_dev, st.st_ino))
+    return known[1] if known is not None and known[0] == _stamp(st) else None
+
+
+def _hash_path(path: str | os.PathLike[str], on_bytes: ByteSink | None) -> tuple[int, str]:
+    fd, st = open_regular(path)
+    try:
+        known = _recall(st)
+        if known is not None:
+            if on_bytes is not None:
+                on_bytes(st.st_size)
+            return st.st_size, known
         try:
             size, hexdigest, _ = sha256_fd(fd, on_bytes=on_bytes)
         except OSError as exc:
@@ -235,6 +285,7 @@ def copy_and_hash(src: str | os.PathLike[str] | int,
             except OSError as exc:
                 raise WriteError(f"{dst}: cannot write ({exc.strerror})",
                                  hint="check free space and file size limits") from None
+            _remember(fd_out, hexdigest)
         except BaseException:
             os.close(fd_out)
             fd_out = -1

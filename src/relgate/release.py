@@ -220,7 +220,7 @@ def promote(params: Params, *, root: Path | None = None,
     file, a sidecar or a published bundle's file that is a link into the registry's own DVC
     cache is read through the cache entry DVC names for it (relgate.dvclinks).
     """
-    from relgate import bundle
+    from relgate import bundle, hashing
     from relgate.dvclinks import DvcCacheLinks
 
     root = Path.cwd() if root is None else root
@@ -248,9 +248,11 @@ def promote(params: Params, *, root: Path | None = None,
     built: list[_Built] = []
 
     def build(staging: Path) -> dict[str, FileDigest]:
-        built.append(_build(params, root=root, staging=staging, subjects=subjects,
-                            unjudged=unjudged, pinned=pinned, mirror_path=mirror_path,
-                            links=links))
+        # the re-evaluation's own digests of the staged copies are the copies' (one read)
+        with hashing.remembered_copies():
+            built.append(_build(params, root=root, staging=staging, subjects=subjects,
+                                unjudged=unjudged, pinned=pinned, mirror_path=mirror_path,
+                                links=links))
         return dict(built[-1].files)
 
     outcome = bundle.publish_bundle(

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from relgate.errors import InputError
-from relgate.hashing import CHUNK, copy_and_hash, sha256_fd, sha256_file, sha256_files
+from relgate.hashing import (
+    CHUNK,
+    copy_and_hash,
+    remembered_copies,
+    sha256_fd,
+    sha256_file,
+    sha256_files,
+)
 from tests.support.timing import within
 
 
@@ -230,3 +237,69 @@ def test_an_error_in_one_file_stops_the_others(tmp_path: Path) -> None:
         p.write_bytes(b"x")
     with pytest.raises(InputError, match="absent: no such file"):
         sha256_files(paths, workers=2)
+
+
+# ------------------------------------------------ remembered copies (issue 16: one read)
+
+def _rchar() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def test_a_remembered_copy_is_not_read_again_and_its_digest_is_hashlibs(tmp_path: Path) -> None:
+    data = os.urandom(8 * CHUNK + 5)
+    (tmp_path / "src").write_bytes(data)
+    with remembered_copies():
+        _, sha = copy_and_hash(tmp_path / "src", tmp_path / "copy")
+        before = _rchar()
+        again = sha256_file(tmp_path / "copy")
+        many = sha256_files([tmp_path / "copy"])
+        read = _rchar() - before
+    assert again == sha == hashlib.sha256(data).hexdigest()
+    assert many == {tmp_path / "copy": (len(data), sha)}
+    assert read < CHUNK  # not the 8 MiB of the copy (only /proc/self/io itself)
+
+
+def test_a_remembered_copy_rewritten_in_place_is_hashed_again(tmp_path: Path) -> None:
+    """The attack: the staged copy changed after it was hashed (same size, same inode)."""
+    data = os.urandom(2 * CHUNK)
+    (tmp_path / "src").write_bytes(data)
+    with remembered_copies():
+        copy_and_hash(tmp_path / "src", tmp_path / "copy")
+        evil = bytes(len(data))
+        with open(tmp_path / "copy", "r+b") as f:  # in place: same inode, same size
+            f.write(evil)
+        assert sha256_file(tmp_path / "copy") == hashlib.sha256(evil).hexdigest()
+
+
+def test_a_remembered_copy_replaced_or_linked_is_hashed_again(tmp_path: Path) -> None:
+    data = os.urandom(CHUNK)
+    (tmp_path / "src").write_bytes(data)
+    (tmp_path / "other").write_bytes(b"x" * CHUNK)
+    with remembered_copies():
+        copy_and_hash(tmp_path / "src", tmp_path / "copy")
+        copy_and_hash(tmp_path / "src", tmp_path / "copy2")
+        os.replace(tmp_path / "other", tmp_path / "copy")  # another inode at the name
+        assert sha256_file(tmp_path / "copy") == hashlib.sha256(b"x" * CHUNK).hexdigest()
+        os.link(tmp_path / "copy2", tmp_path / "link")  # a new link changes the stamp
+        before = _rchar()
+        assert sha256_file(tmp_path / "copy2") == hashlib.sha256(data).hexdigest()
+        assert _rchar() - before >= CHUNK  # read, not recalled
+
+
+def test_copies_are_remembered_only_inside_the_block(tmp_path: Path) -> None:
+    data = os.urandom(4 * CHUNK)
+    (tmp_path / "src").write_bytes(data)
+    copy_and_hash(tmp_path / "src", tmp_path / "before")
+    with remembered_copies():
+        with remembered_copies():  # nested: the outer memory is kept
+            copy_and_hash(tmp_path / "src", tmp_path / "inner")
+        before = _rchar()
+        sha256_file(tmp_path / "inner")
+        assert _rchar() - before < CHUNK
+        before = _rchar()
+        sha256_file(tmp_path / "before")  # copied outside any block: read
+        assert _rchar() - before >= 4 * CHUNK
+    before = _rchar()
+    assert sha256_file(tmp_path / "inner") == hashlib.sha256(data).hexdigest()
+    assert _rchar() - before >= 4 * CHUNK  # the block closed: read again
