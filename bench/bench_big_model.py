@@ -52,6 +52,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from relgate.distribution import dvc_command  # noqa: E402
 from tests.e2e.conftest import tool_env  # noqa: E402
+from tests.e2e.test_task_none_release import DVC_YAML  # noqa: E402  (the same two stages)
 
 GIB = float(os.environ.get("RELGATE_BENCH_GIB", "2"))
 REPEATS = int(os.environ.get("RELGATE_BENCH_REPEATS", "3"))
@@ -87,28 +88,6 @@ release:
   data: data/test.npz
 """
 
-DVC_YAML = """\
-stages:
-  validate:
-    cmd: relgate validate --model models/codec.onnx --data data/test.npz
-      --out analysis/validation_report.json
-    deps: [models/codec.onnx, models/codec.onnx.data, data/test.npz]
-    params: [task, contract, resources, gates]
-    outs:
-    - analysis/validation_report.json:
-        cache: false
-  promote:
-    cmd: relgate promote
-    deps: [models/codec.onnx, models/codec.onnx.data, data/test.npz,
-           analysis/validation_report.json]
-    params: [release, resources, gates]
-    outs:
-    - models/core:
-        persist: true
-    - analysis/release_${release.name}.json:
-        cache: false
-        persist: true
-"""
 
 #: a fresh, small Python that runs a command (stdout discarded, stderr passed on) and prints
 #: its exit code, the peak RSS (KiB) of its waited-for children, the bytes they read and its
