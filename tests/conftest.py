@@ -30,6 +30,42 @@ settings.load_profile("relgate")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+#: the repository's own records, which no test may write (a command run without --out from
+#: the repository root would overwrite the reference pipeline's evidence)
+GUARDED = ("analysis", "params.yaml", "dvc.yaml", "dvc.lock")
+
+
+def _guarded_digests() -> dict[str, str]:
+    import hashlib
+
+    out = {}
+    for name in GUARDED:
+        path = REPO_ROOT / name
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                out[str(f.relative_to(REPO_ROOT))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_GUARD] = _guarded_digests()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_GUARD, None)
+    if before is None:
+        return
+    after = _guarded_digests()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        session.config.get_terminal_writer().line(
+            "tests wrote into the repository's own records: " + ", ".join(changed), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_GUARD = pytest.StashKey[dict[str, str]]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-goldens", action="store_true", default=False,
                      help="rewrite tests/golden/* from the current output (review the diff)")

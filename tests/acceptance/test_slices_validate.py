@@ -268,7 +268,7 @@ def test_gate_and_summaries_rejudge_the_slice_rules(cli: Any, seed003: dict[str,
     assert "FAILED" in text.out and "region=US" in text.out
     assert "slices by region" in text.out and "too small" in text.out  # the per-slice table
     validate = cli("validate", "--model", d["model"], "--data", _parquet(d), "--params",
-                   _params(d["folder"], table=True))
+                   _params(d["folder"], table=True), "--out", d["folder"] / "terminal.json")
     assert validate.code == 0 and "slices by region" in validate.out
     assert "region=AF" in validate.out and "too small" in validate.out
 
