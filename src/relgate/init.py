@@ -12,7 +12,8 @@ Failing gates do not fail the validate stage (``relgate validate --record-verdic
 deletes a failed stage's outputs, and the report is the evidence of why; ``relgate
 promote``, the next stage, refuses the model (exit 1) and the pipeline stops there.
 
-:func:`write_init` writes both files or neither, and never replaces one without ``force``.
+:func:`write_init` leaves both files or neither of the ones it creates, and never replaces
+one without ``force``.
 """
 
 from __future__ import annotations
@@ -255,12 +256,22 @@ def _self_check(params_text: str, *, source: str) -> None:
 
 def write_init(root: Path, plan: InitPlan, *, force: bool = False) -> list[str]:
     """Write the plan's files under *root*: none is replaced without *force*, and a refusal
-    writes nothing. Returns the names written."""
+    writes nothing. Each file is written atomically; if one fails (a full disk), the ones
+    this call created are removed again, so no half-set is left. Returns the names written."""
     from relgate.jsonio import atomic_write_bytes
 
     refuse_existing(root, plan, force=force)
-    for name, text in plan.files.items():
-        atomic_write_bytes(root / name, text.encode("utf-8"))
+    created: list[Path] = []
+    try:
+        for name, text in plan.files.items():
+            new = not os.path.lexists(root / name)
+            atomic_write_bytes(root / name, text.encode("utf-8"))
+            if new:
+                created.append(root / name)
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     return list(plan.files)
 
 

@@ -218,3 +218,23 @@ def test_refusals_write_nothing(tmp_path: Path) -> None:
     assert (root / "params.yaml").read_bytes() == before and not (root / "dvc.yaml").exists()
     assert _relgate(root, *args, "--force", "--release", "v0.2.0").code == 0
     assert yaml.safe_load((root / "params.yaml").read_text())["release"]["name"] == "v0.2.0"
+
+
+def test_a_failed_second_write_leaves_neither_file(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while dvc.yaml is written: the params.yaml this call created goes too."""
+    import relgate.jsonio
+    from relgate.init import InitPlan, write_init
+
+    real = relgate.jsonio.atomic_write_bytes
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if Path(path).name == "dvc.yaml":
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(relgate.jsonio, "atomic_write_bytes", full_disk)
+    plan = InitPlan(files={"params.yaml": "a: 1\n", "dvc.yaml": "stages: {}\n"})
+    with pytest.raises(OSError):
+        write_init(tmp_path, plan)
+    assert not (tmp_path / "params.yaml").exists() and not (tmp_path / "dvc.yaml").exists()
